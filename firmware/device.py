@@ -21,9 +21,9 @@ def load_config(path=CONFIG_PATH):
         with open(path) as f:
             cfg = json.load(f)
     except OSError:
-        raise ConfigError("no config file " + path)
+        raise ConfigError("no config file " + path) from None
     except ValueError:
-        raise ConfigError("config file is not valid JSON")
+        raise ConfigError("config file is not valid JSON") from None
     for key in ("id", "role"):
         if key not in cfg:
             raise ConfigError("config lacks " + key)

@@ -10,7 +10,7 @@ import socket
 import tempfile
 
 from hub.clock import Clock
-from hub.radio import AdvertCallback, Advert
+from hub.radio import Advert, AdvertCallback
 
 log = logging.getLogger(__name__)
 

@@ -184,10 +184,10 @@ class Decoded:
 
     def as_dict(self):
         """Names -> values; repeated objects get _1, _2 suffixes as BTHome prescribes."""
-        counts = {}
+        counts = {}  # type: dict[int, int]
         for oid, _ in self.objects:
             counts[oid] = counts.get(oid, 0) + 1
-        seen = {}
+        seen = {}  # type: dict[int, int]
         out = {}
         for oid, value in self.objects:
             name = OBJECTS[oid][0]

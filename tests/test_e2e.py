@@ -12,7 +12,13 @@ from tests.conftest import requires_mosquitto, requires_node
 from tools.mosquitto import Mosquitto
 from tools.response_centre import ResponseCentre
 from tools.vboard import Air, VirtualBoard
-from tools.virtual_home import DEFAULT_DEVICES, VirtualHome, start_hub, stop_process, write_hub_config
+from tools.virtual_home import (
+    DEFAULT_DEVICES,
+    VirtualHome,
+    start_hub,
+    stop_process,
+    write_hub_config,
+)
 
 pytestmark = [requires_node, requires_mosquitto]
 

@@ -1,2 +1,4 @@
-from tools.vboard.board import VirtualBoard, Advert, BoardCrashed, node_available
 from tools.vboard.air import Air
+from tools.vboard.board import Advert, BoardCrashed, VirtualBoard, node_available
+
+__all__ = ["Air", "Advert", "BoardCrashed", "VirtualBoard", "node_available"]
