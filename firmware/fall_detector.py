@@ -38,10 +38,10 @@ _ACTIVE = const(1)
 
 # Default thresholds, tuned on the SisFall dev subset (FALL_DETECTION.md).
 DEFAULTS = {
-    "impact_g": 2.0,      # |a| at or above this is an impact (starts/extends an episode)
-    "angle_deg": 40.0,    # min orientation change, before vs. after the episode
-    "still_g": 0.15,      # max spread of a in the post window (lying still)
-    "hard_g": 4.0,        # a peak this hard needs only ...
+    "impact_g": 2.5,      # |a| at or above this is an impact (starts/extends an episode)
+    "angle_deg": 55.0,    # min orientation change, before vs. after the episode
+    "still_g": 0.30,      # max spread of a in the post window (lying still)
+    "hard_g": 3.0,        # a peak this hard needs only ...
     "hard_angle_deg": 20.0,  # ... this much orientation change
     "upright_deg": 180.0,  # max tilt of UP_AXIS before the episode; 180 = off
     "pre_from_s": 2.5,    # pre window: [start - pre_from, start - pre_to]
@@ -109,9 +109,9 @@ class FallDetector:
         # post window is summarised on the fly.
         self.window = max(self.n_pre_from, self.n_ff)
         self.buf_bytes = 3 * 4 * self.window
-        self._bx = array("f", [0.0]) * self.window
-        self._by = array("f", [0.0]) * self.window
-        self._bz = array("f", [0.0]) * self.window
+        self._bx = array("f", [0.0] * self.window)
+        self._by = array("f", [0.0] * self.window)
+        self._bz = array("f", [0.0] * self.window)
         self.reset()
 
     def reset(self):
