@@ -2,22 +2,19 @@
 
 Pure logic, runs unchanged on MicroPython and CPython. Feed one accelerometer
 sample at a time (in g, sensor at 50 Hz, +-16 g); `feed` returns a FallEvent
-once a fall is confirmed, a few seconds after the impact.
+once a fall is confirmed, 2.5 s after the last impact.
 
-Algorithm (see FALL_DETECTION.md for the measurements behind the numbers):
-  1. trigger: |a| crosses `impact_g`; the impact is the largest |a| within
-     `peak_s` after the crossing.
-  2. at the crossing, summarise the `pre_*` window before it from a ring
-     buffer: mean acceleration vector (= orientation before the fall) and the
-     minimum |a| (free-fall dip).
-  3. after the impact, accumulate the `post_*` window: mean vector
-     (orientation afterwards) and the spread of the samples (stillness).
-  4. confirm a fall when the body turned by >= `angle_deg` between the two
-     windows and stayed still (spread <= `still_g`). A new crossing after the
-     peak window replaces the candidate: only the last impact before quiet
-     counts.
-Only the angle between the two mean vectors is used, so the mounting
-orientation does not matter as long as the device is fixed to the trunk.
+  1. an impact (|a| >= impact_g) starts an episode; impacts within
+     max_episode_s extend it; the largest |a| is the reported impact.
+  2. at the start, one pass over the ring buffer gives the orientation before
+     (mean vector of the pre window) and the free-fall minimum of |a|.
+  3. the post window after the last impact is summarised on the fly: the
+     orientation after (mean vector) and the spread (stillness).
+  4. fall = still, and turned by >= angle_deg, or by >= hard_angle_deg after
+     a peak >= hard_g.
+Only the angle between the two mean vectors is used, so the mounting does not
+matter as long as the device is fixed to the trunk (see FALL_DETECTION.md for
+the design, the measurements and the limits).
 """
 
 import math
@@ -112,6 +109,8 @@ class FallDetector:
         self._bx = array("f", [0.0] * self.window)
         self._by = array("f", [0.0] * self.window)
         self._bz = array("f", [0.0] * self.window)
+        self._acc = [0.0] * 7  # post window: count, sums, squared sums
+        self._org = (0.0, 0.0, 0.0)
         self.reset()
 
     def reset(self):
@@ -121,6 +120,11 @@ class FallDetector:
         self.last = None  # features of the last decided episode (for tuning)
 
     # -- internals ---------------------------------------------------------
+    def _clear_acc(self):
+        a = self._acc  # zeroed in place: no allocation per impact
+        for j in range(7):
+            a[j] = 0.0
+
     def _start(self, t_ms, m2):
         """New episode at the current sample: summarise the ring (the samples
         before it) into the pre-episode orientation and free-fall minimum."""
@@ -198,7 +202,7 @@ class FallDetector:
         if self._state == _IDLE:
             if m2 >= self._imp2:
                 self._start(t_ms, m2)
-                self._acc = [0.0] * 7
+                self._clear_acc()
         elif m2 >= self._imp2:
             if self._n - self._start_n > self.n_max_ep:
                 self._start(t_ms, m2)
@@ -209,7 +213,7 @@ class FallDetector:
                     self._peak2 = m2
                     self._peak_ms = t_ms
                     self._ff2 = self._min2
-            self._acc = [0.0] * 7
+            self._clear_acc()
         else:
             if m2 < self._min2:
                 self._min2 = m2

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from fall_detector import DEFAULTS, FallDetector  # noqa: E402
 
 SRC_RATE_HZ = 200
-RATE_HZ = FallDetector.SAMPLE_RATE_HZ
+RATE_HZ: int = int(FallDetector.SAMPLE_RATE_HZ)
 RANGE_G = float(FallDetector.RANGE_G)
 COUNTS_PER_G = 256.0
 LATENCY_LOOKBACK_S = 5.0
@@ -132,7 +132,7 @@ def to_sensor(raw: Sequence[tuple[int, int, int]], factor: int = SRC_RATE_HZ // 
 
 
 def find_recordings(root: str) -> list[str]:
-    paths = []
+    paths: list[str] = []
     for d, _, files in os.walk(root):
         paths.extend(os.path.join(d, f) for f in files if NAME_RE.match(f))
     return sorted(paths)
@@ -185,7 +185,7 @@ def reference_impact_ms(trial: Trial, confirm_ms: int) -> int:
     end = min(len(trial.samples) - 1, confirm_ms // step_ms)
     start = max(0, end - int(LATENCY_LOOKBACK_S * RATE_HZ))
     best = max(range(start, end + 1), key=lambda i: sum(v * v for v in trial.samples[i]))
-    return best * step_ms
+    return int(best * step_ms)
 
 
 # -- scoring ---------------------------------------------------------------
@@ -253,13 +253,12 @@ def _bitsets(table: Table) -> tuple[dict[tuple[float, ...], int], dict[tuple[flo
                             continue
                         for ang in GRID_ANGLE:
                             if c.main_rule(ang, st, up):
-                                k = (imp, ang, st, up)
-                                main[k] = main.get(k, 0) | bit
+                                main[(imp, ang, st, up)] = main.get((imp, ang, st, up), 0) | bit
                         for h in GRID_HARD:
                             for ha in GRID_HARD_ANGLE:
                                 if c.hard_rule(h, ha, st, up):
-                                    k = (imp, h, ha, st, up)
-                                    hard[k] = hard.get(k, 0) | bit
+                                    kh = (imp, h, ha, st, up)
+                                    hard[kh] = hard.get(kh, 0) | bit
     return main, hard
 
 
@@ -395,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f["subject"], f["falls_detected"], f["falls"], f["adl_with_false_alarm"], f["adl"],
                 ", ".join("%s=%g" % kv for kv in sorted(f["params"].items()))))
         print("tuning on all subjects picks: %s" % ", ".join("%s=%g" % kv for kv in sorted(cv["params_on_all"].items())))
+        stale = {k: v for k, v in cv["params_on_all"].items() if DEFAULTS[k] != v}
+        if stale:
+            print("NOTE: firmware defaults differ from this tuning: %s" % stale)
     return 0
 
 
