@@ -50,10 +50,16 @@ firmware: setup
 flash: setup
 	@if [ -z "$(PORT)" ] || [ -z "$(DEVICE)" ]; then \
 	  echo "make flash needs DEVICE=<pendant|door|pir|bed|wearable> and PORT=/dev/ttyUSB0,"; \
-	  echo "and a MicroPython image for ESP32 at IMAGE=$(IMAGE) (not downloaded here)."; \
+	  echo "and a MicroPython image for ESP32 at IMAGE=$(IMAGE) (not downloaded here;"; \
+	  echo "IMAGE=none keeps the board's MicroPython). See docs/INSTALLER.md."; \
 	  exit 2; fi
-	@if [ ! -f "$(IMAGE)" ]; then echo "MicroPython image $(IMAGE) not found (set IMAGE=...)"; exit 2; fi
-	@echo "The full flashing and provisioning flow is not built yet (issue 9)."; exit 2
+	@$(PY) -m tools.flash --role "$(DEVICE)" --port "$(PORT)" \
+	  $(if $(ID),--id "$(ID)") \
+	  $(if $(filter none,$(IMAGE)),--no-image,--image "$(IMAGE)") \
+	  $(if $(CHIP),--chip "$(CHIP)") $(if $(ROOM),--room "$(ROOM)") \
+	  $(if $(HUB),--hub "$(HUB)") $(if $(HUB_CONFIG),--hub-config "$(HUB_CONFIG)") \
+	  $(if $(filter 1 yes true,$(ROTATE_KEY)),--rotate-key) \
+	  $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
 
 bench: setup
 	$(PY) -m tools.bench

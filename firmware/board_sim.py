@@ -6,14 +6,17 @@ import json
 import simhost
 
 
-class Reboot(Exception):
-    """Raised after deep sleep: the runner re-imports main, as a real ESP32 reboots."""
+class Reboot(BaseException):
+    """The chip restarts (deep sleep wake, watchdog): the runner re-imports main. A
+    BaseException, so that an application's `except Exception` cannot swallow a reset."""
 
 
 def _call(op, **args):
     args["op"] = op
-    reply = simhost.call(json.dumps(args))
-    return json.loads(reply)
+    reply = json.loads(simhost.call(json.dumps(args)))
+    if "_reset" in reply:  # the host's watchdog fired while we were in this call
+        raise Reboot()
+    return reply
 
 
 class _HostAes:
@@ -26,13 +29,38 @@ class _HostAes:
         return bytes.fromhex(_call("aes", key=self._key, block=bytes(block).hex())["out"])
 
 
+class _HostI2C:
+    # machine.I2C's memory-read/write calls; the host models the devices on the bus.
+    def readfrom_mem(self, addr, reg, n):
+        reply = _call("i2c_read", addr=addr, reg=reg, n=n)
+        if "error" in reply:
+            raise OSError(reply["error"])
+        return bytes.fromhex(reply["data"])
+
+    def readfrom_mem_into(self, addr, reg, buf):
+        data = self.readfrom_mem(addr, reg, len(buf))
+        for i in range(len(buf)):
+            buf[i] = data[i]
+
+    def writeto_mem(self, addr, reg, buf):
+        reply = _call("i2c_write", addr=addr, reg=reg, data=bytes(buf).hex())
+        if "error" in reply:
+            raise OSError(reply["error"])
+
+
 class SimBoard:
     def __init__(self):
         boot = _call("boot")
         self._wake = (boot["wake"], boot.get("pin"))
 
+    def configure(self, cfg):
+        _call("configure", pins=cfg.get("pins", {}))
+
     def ticks_ms(self):
         return _call("ticks")["t"]
+
+    def clock_ms(self):
+        return _call("clock")["t"]
 
     def wake_reason(self):
         return self._wake
@@ -53,8 +81,13 @@ class SimBoard:
     def charging(self):
         return bool(_call("charging")["v"])
 
-    def advertise(self, adv, interval_ms=100):
-        _call("adv", data=None if adv is None else bytes(adv).hex(), interval=interval_ms)
+    def advertise(self, adv, interval_ms=100, connectable=False):
+        _call("adv", data=None if adv is None else bytes(adv).hex(), interval=interval_ms,
+              connectable=connectable)
+
+    def receive(self, timeout_ms):
+        frames = _call("receive", ms=timeout_ms)["frames"]
+        return [bytes.fromhex(f) for f in frames]
 
     def scan(self, duration_ms):
         heard = _call("scan", ms=duration_ms)["adverts"]
@@ -75,11 +108,14 @@ class SimBoard:
     def aes_ecb(self, key):
         return _HostAes(key)
 
+    def watchdog(self, timeout_ms):
+        _call("wdt", ms=timeout_ms)
+
     def watchdog_feed(self):
-        pass
+        _call("wdt_feed")
 
     def i2c(self):
-        return None
+        return _HostI2C()
 
     def log(self, msg):
         print(msg)

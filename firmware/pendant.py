@@ -1,24 +1,39 @@
-# Pendant alarm button: press = alarm, long press = alarm too.
-from protocols import bthome
+# Pendant alarm button: press = alarm, long press = alarm too; holding the button within the
+# cancel window after an alarm cancels it (alarm.py). Rechargeable: every advert carries the
+# battery and whether it is on the charger; plugging in or out is reported at once.
+import alarm
+import device
 
-LONG_PRESS_MS = 1500
+WAKE = ("button", "charge")
+STUCK_BUTTON_MS = 10000  # a button held longer than this is stuck: sleep without it
 
 
-def classify_press(board):
-    # Called on the pressing edge: wait for the release to tell a press from a long press.
-    if board.wait(LONG_PRESS_MS, ("button",)) is None and board.pin("button"):
-        return bthome.BUTTON_LONG_PRESS
-    return bthome.BUTTON_PRESS
+def status(dev, trigger):
+    dev.state["chg"] = 1 if dev.board.charging() else 0
+    dev.send([], trigger=trigger, burst_ms=device.HEARTBEAT_BURST_MS, watch=("button",))
+    return "button" in dev.changed and dev.board.pin("button")
 
 
 def run(dev):
     board = dev.board
     reason, pin = board.wake_reason()
-    if reason == "pin" and pin == "button" and board.pin("button"):
-        event = classify_press(board)
-        board.indicate("sending")
-        dev.send([(bthome.BUTTON, event)])
-    else:
-        dev.send([], trigger=False, burst_ms=500)
-    board.indicate("off")
-    board.deep_sleep(dev.cfg.get("heartbeat_s", 600) * 1000, ("button",))
+    pend = alarm.pending(dev)
+    pressed = reason == "pin" and pin == "button"
+    if not pressed and (reason == "power_on" or dev.state.get("chg") != int(board.charging())):
+        pressed = status(dev, trigger=reason != "timer")
+    while True:
+        if pressed:
+            pend = alarm.on_press(dev, pend)
+        next_ms = alarm.follow(dev, pend) if pend is not None else None
+        pend = alarm.pending(dev)
+        pressed = False
+        if pend is None and dev.heartbeat_due():
+            pressed = status(dev, trigger=False)
+        if not pressed:
+            break
+    wake = WAKE
+    if alarm.held_ms(board, "button", STUCK_BUTTON_MS) >= STUCK_BUTTON_MS:
+        wake = ("charge",)
+    if pend is None:
+        board.indicate("off")
+    dev.sleep(wake, next_ms)

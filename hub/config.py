@@ -1,12 +1,28 @@
-"""Hub configuration from TOML. Every problem is reported with file and field path."""
+"""Hub configuration from TOML. Every problem is reported as "file:line: field.path: problem".
+
+Two forms: a config DIRECTORY (what an installed hub uses, edited over SSH)
+  site.toml       [site] [hub] [mqtt] [radio] [admin]
+  devices.toml    [[device]]
+  rules.toml      the resident's rules (hub/rules/settings.py), at top level
+  routing.toml    [[route]] (hub/routing.py)
+  retention.toml  how long local logs are kept, at top level
+or one FILE with the same tables ([rules.*], [[route]], [retention]) for tests and the demo.
+Both are merged into one table and checked by the same code.
+"""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from hub.routing import Route, parse_routes
+from hub.rules.settings import RulesConfig, parse_rules
+from hub.tomlcheck import Locator
+from hub.tomlcheck import Reader as _Reader
 
 ROLES = ("pendant", "door", "pir", "bed", "wearable")
 
@@ -24,6 +40,7 @@ class Device:
     mac: str
     room: str = ""
     key: bytes | None = None
+    heartbeat_s: int | None = None  # the device's heartbeat, if not its role's default
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,26 @@ class MqttSettings:
     port: int = 1883
     keepalive: int = 30
     window: int = 20
+    tls_ca: Path | None = None  # CA file: set it to use TLS
+    tls_cert: Path | None = None  # client certificate (optional, with tls_key)
+    tls_key: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None  # must not be readable by others (checked at load)
+    receipt_timeout_s: float = 10.0  # no receipt for an alarm in this time: publish it again
+    outbox_budget_mb: float = 100.0
+    heartbeat_s: int = 60
+
+
+@dataclass(frozen=True)
+class RadioSettings:
+    """[radio] for kind = "bleak" (hub/radio_bleak.py, docs/INSTALL.md)."""
+
+    adapter: str = "hci0"
+    scan_mode: str = "auto"  # auto: passive where BlueZ allows it, else active
+    watchdog_s: float = 90.0  # silence after which the scan is restarted (cheap)
+    # Silence that raises a technical alarm; None: from the devices' heartbeats (>= 600 s).
+    deaf_alarm_s: float | None = None
+    ack_connections: int = 2  # GATT connections at once for acknowledgements
 
 
 @dataclass(frozen=True)
@@ -45,56 +82,153 @@ class HubConfig:
     radio_kind: str
     radio_air: str
     devices: dict[str, Device] = field(default_factory=dict)
+    keys_file: Path = Path("keys.toml")
+    radio_replay: str = ""  # capture file replayed as the radio (radio.kind = "replay")
+    radio: RadioSettings = field(default_factory=lambda: RadioSettings())
+    rules: RulesConfig = RulesConfig()
+    routes: tuple[Route, ...] = ()
+    retention: Retention = field(default_factory=lambda: Retention())
+    admin: AdminSettings = field(default_factory=lambda: AdminSettings())
+    root: Path | None = None  # what was loaded: the config directory or the single file
+    sources: tuple[Path, ...] = ()  # every file read (audited on reload)
 
     def device_by_mac(self) -> dict[str, Device]:
         return {d.mac: d for d in self.devices.values()}
 
 
-class _Reader:
-    """Typed access to a TOML table that records problems instead of stopping at the first."""
+@dataclass(frozen=True)
+class Retention:
+    events_days: int = 30  # local event log (what `tryggheim events` shows)
+    audit_days: int = 730  # admin changes: kept longer, they answer "who changed what"
 
-    def __init__(self, file: Path, problems: list[str]) -> None:
-        self.file = file
-        self.problems = problems
 
-    def get(self, table: dict[str, Any], path: str, key: str, kind: type, default: Any = ...) -> Any:
-        if key not in table:
-            if default is ...:
-                self.problems.append(f"{self.file}: {path}.{key}: missing")
-            return None if default is ... else default
-        value = table[key]
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-            self.problems.append(
-                f"{self.file}: {path}.{key}: expected {kind.__name__}, got {type(value).__name__}"
-            )
-            return None if default is ... else default
-        return value
+@dataclass(frozen=True)
+class AdminSettings:
+    socket: Path = Path("control.sock")  # relative to data_dir
+    group: str = "tryggheim-admin"  # members may use the admin CLI
+    # Commands the response centre may send over MQTT (hub/commands.py); none by default.
+    remote_commands: tuple[str, ...] = ()
 
-    def unknown(self, table: dict[str, Any], path: str, allowed: set[str]) -> None:
-        for key in table:
-            if key not in allowed:
-                self.problems.append(f"{self.file}: {path}.{key}: unknown setting")
+
+REMOTE_COMMANDS = ("mute", "ack")
+
+DIR_FILES = {
+    # file -> sections it holds; "*" = the whole file is that one section
+    "site.toml": ("site", "hub", "mqtt", "radio", "admin"),
+    "devices.toml": ("device",),
+    "rules.toml": ("rules*",),
+    "routing.toml": ("route",),
+    "retention.toml": ("retention*",),
+}
+
+
+class _Sources:
+    """Which file (and line) each top-level section came from, to place every problem."""
+
+    def __init__(self) -> None:
+        self.by_section: dict[str, tuple[Path, Locator, bool]] = {}
+        self.files: list[Path] = []
+
+    def add(self, file: Path, text: str, sections: tuple[str, ...], whole: str | None) -> None:
+        self.files.append(file)
+        loc = Locator(text)
+        for sec in sections:
+            self.by_section[sec] = (file, loc, False)
+        if whole:
+            self.by_section[whole] = (file, loc, True)
+
+    def place(self, problem: str) -> str:
+        """"<file>: <path>: <what>" -> "<file of that section>:<line>: <path>: <what>"."""
+        m = _PROBLEM.match(problem)
+        if not m:
+            return problem
+        path = m.group("path")
+        section = path.split(".")[0].split("[")[0]
+        src = self.by_section.get(section)
+        if src is None:
+            return problem
+        file, loc, whole = src
+        if whole:
+            path = path[len(section) + 1:] if path != section else ""
+        line = loc.line(path) if path else None
+        shown = path or section
+        return f"{file}:{line}: {shown}: {m.group('what')}" if line else f"{file}: {shown}: {m.group('what')}"
+
+
+_PROBLEM = re.compile(r"^(?P<file>[^\n]+?)(?::\d+)?: (?P<path>[A-Za-z_][\w.\[\]-]*): (?P<what>.*)$", re.S)
+
+
+def _read(path: Path) -> tuple[dict[str, Any], _Sources, Path]:
+    """The merged raw table, where each part came from, and the file paths are relative to."""
+    sources = _Sources()
+
+    def parse(file: Path) -> dict[str, Any]:
+        try:
+            text = file.read_text()
+            raw = tomllib.loads(text)
+        except OSError as e:
+            raise ConfigError([f"{file}: cannot read: {e.strerror}"]) from None
+        except tomllib.TOMLDecodeError as e:
+            m = re.search(r"^(.*) \(at line (\d+), column (\d+)\)$", str(e))
+            where = f"{file}:{m.group(2)}: column {m.group(3)}: {m.group(1)}" if m else f"{file}: {e}"
+            raise ConfigError([where]) from None
+        sections = DIR_FILES.get(file.name, ()) if path.is_dir() else tuple(raw) + ("rules",)
+        whole = next((s[:-1] for s in sections if s.endswith("*")), None)
+        sources.add(file, text, tuple(s for s in sections if not s.endswith("*")) or tuple(raw),
+                    whole)
+        return raw
+
+    if not path.is_dir():
+        return parse(path), sources, path
+    if not (path / "site.toml").exists():
+        raise ConfigError([f"{path}/site.toml: missing (a config directory needs site.toml)"])
+    merged: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, sections in DIR_FILES.items():
+        file = path / name
+        if not file.exists():
+            continue
+        raw = parse(file)
+        whole = next((s[:-1] for s in sections if s.endswith("*")), None)
+        if whole:
+            merged[whole] = raw
+            continue
+        for key, value in raw.items():
+            if key not in sections:
+                problems.append(f"{file}: {key}: does not belong in {name} (put it in "
+                                f"{_home_of(key)})")
+            elif key in merged:
+                problems.append(f"{file}: {key}: already given in another file")
+            else:
+                merged[key] = value
+    if problems:
+        raise ConfigError(problems)
+    return merged, sources, path / "site.toml"
+
+
+def _home_of(section: str) -> str:
+    for name, sections in DIR_FILES.items():
+        if section in sections or f"{section}*" in sections:
+            return name
+    return "no file: it is not a setting"
 
 
 def load(path: str | Path) -> HubConfig:
-    file = Path(path)
-    try:
-        raw = tomllib.loads(file.read_text())
-    except OSError as e:
-        raise ConfigError([f"{file}: cannot read: {e.strerror}"]) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{file}: {e}"]) from None
+    root = Path(path)
+    raw, sources, file = _read(root)
     problems: list[str] = []
     r = _Reader(file, problems)
-    r.unknown(raw, "", {"site", "hub", "mqtt", "radio", "device"})
+    r.unknown(raw, "", {"site", "hub", "mqtt", "radio", "device", "rules", "route", "retention",
+                        "admin"})
     site = raw.get("site", {})
     hub = raw.get("hub", {})
     mqtt = raw.get("mqtt", {})
     radio = raw.get("radio", {})
     r.unknown(site, "site", {"id", "timezone"})
-    r.unknown(hub, "hub", {"id", "data_dir"})
-    r.unknown(mqtt, "mqtt", {"host", "port", "keepalive", "window"})
-    r.unknown(radio, "radio", {"kind", "air"})
+    r.unknown(hub, "hub", {"id", "data_dir", "keys_file"})
+    r.unknown(mqtt, "mqtt", {"host", "port", "keepalive", "window", *_MQTT_DELIVERY_KEYS})
+    r.unknown(radio, "radio", {"kind", "air", "replay", "adapter", "scan_mode", "watchdog_s",
+                               "deaf_alarm_s", "ack_connections"})
     site_id = r.get(site, "site", "id", str)
     tz_name = r.get(site, "site", "timezone", str, "Europe/Oslo")
     try:
@@ -104,6 +238,7 @@ def load(path: str | Path) -> HubConfig:
         tz = ZoneInfo("Europe/Oslo")
     hub_id = r.get(hub, "hub", "id", str)
     data_dir = file.parent / r.get(hub, "hub", "data_dir", str, "var")
+    keys_file = file.parent / r.get(hub, "hub", "keys_file", str, "keys.toml")
     port = r.get(mqtt, "mqtt", "port", int, 1883)
     if not 0 < port < 65536:
         problems.append(f"{file}: mqtt.port: {port} is not a TCP port")
@@ -112,15 +247,32 @@ def load(path: str | Path) -> HubConfig:
         port=port,
         keepalive=r.get(mqtt, "mqtt", "keepalive", int, 30),
         window=r.get(mqtt, "mqtt", "window", int, 20),
+        **_mqtt_delivery(r, mqtt, file),
     )
     radio_kind = r.get(radio, "radio", "kind", str, "bleak")
     if radio_kind not in ("virtual", "bleak", "replay"):
         problems.append(f"{file}: radio.kind: must be virtual, bleak or replay")
     air = r.get(radio, "radio", "air", str, "air.sock")
+    replay = r.get(radio, "radio", "replay", str, "")
+    if replay:
+        replay = str(file.parent / replay)
+    elif radio_kind == "replay":
+        problems.append(f"{file}: radio.replay: missing (the capture file to replay)")
+    scan_mode = r.get(radio, "radio", "scan_mode", str, "auto")
+    if scan_mode not in ("auto", "passive", "active"):
+        problems.append(f"{file}: radio.scan_mode: must be auto, passive or active")
+    radio_settings = RadioSettings(
+        adapter=r.get(radio, "radio", "adapter", str, "hci0"),
+        scan_mode=scan_mode,
+        watchdog_s=r.number(radio, "radio", "watchdog_s", 90.0, 5, 3600, float),
+        deaf_alarm_s=r.number(radio, "radio", "deaf_alarm_s", None, 10, 86400, float),
+        ack_connections=r.number(radio, "radio", "ack_connections", 2, 1, 8),
+    )
     devices: dict[str, Device] = {}
-    for i, d in enumerate(raw.get("device", [])):
+    device_tables = r.tables(raw, "", "device")
+    for i, d in enumerate(device_tables):
         where = f"device[{i}]"
-        r.unknown(d, where, {"id", "role", "mac", "room", "key"})
+        r.unknown(d, where, {"id", "role", "mac", "room", "key", "heartbeat_s"})
         dev_id = r.get(d, where, "id", str)
         role = r.get(d, where, "role", str)
         mac = r.get(d, where, "mac", str)
@@ -130,10 +282,29 @@ def load(path: str | Path) -> HubConfig:
             problems.append(f"{file}: {where}.mac: {mac!r} is not a MAC address")
         if dev_id in devices:
             problems.append(f"{file}: {where}.id: duplicate device id {dev_id!r}")
+        heartbeat = r.number(d, where, "heartbeat_s", None, 10, 86400)
         if dev_id and role and mac:
-            devices[dev_id] = Device(dev_id, role, mac.upper(), r.get(d, where, "room", str, ""))
+            devices[dev_id] = Device(dev_id, role, mac.upper(), r.get(d, where, "room", str, ""),
+                                     heartbeat_s=heartbeat)
+    declared = frozenset(str(d.get("id")) for d in device_tables)
+    rules = parse_rules(r.table(raw, "", "rules"), r, "rules", devices, declared)
+    routes = parse_routes(r.tables(raw, "", "route"), r)
+    ret = r.table(raw, "", "retention")
+    r.unknown(ret, "retention", {"events_days", "audit_days"})
+    retention = Retention(r.number(ret, "retention", "events_days", 30, 1, 3650),
+                          r.number(ret, "retention", "audit_days", 730, 30, 3650))
+    adm = r.table(raw, "", "admin")
+    r.unknown(adm, "admin", {"socket", "group", "remote_commands"})
+    remote = r.get(adm, "admin", "remote_commands", list, [])
+    for i, c in enumerate(remote):
+        if c not in REMOTE_COMMANDS:
+            r.error(f"admin.remote_commands[{i}]",
+                    f"{c!r} is not one of {', '.join(REMOTE_COMMANDS)}")
+    admin = AdminSettings(Path(r.get(adm, "admin", "socket", str, "control.sock")),
+                          r.get(adm, "admin", "group", str, "tryggheim-admin"),
+                          tuple(c for c in remote if c in REMOTE_COMMANDS))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([sources.place(p) for p in problems])
     return HubConfig(
         path=file,
         site=site_id,
@@ -143,7 +314,16 @@ def load(path: str | Path) -> HubConfig:
         mqtt=settings,
         radio_kind=radio_kind,
         radio_air=str(file.parent / air),
+        keys_file=keys_file,
+        radio_replay=replay,
+        radio=radio_settings,
         devices=devices,
+        rules=rules,
+        routes=routes,
+        retention=retention,
+        admin=admin,
+        root=root,
+        sources=tuple(sources.files),
     )
 
 
@@ -152,3 +332,55 @@ def _is_mac(s: str) -> bool:
     return len(parts) == 6 and all(
         len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts
     )
+
+
+_MQTT_DELIVERY_KEYS = {
+    "tls_ca", "tls_cert", "tls_key", "username", "password_file", "receipt_timeout_s",
+    "outbox_budget_mb", "heartbeat_s",
+}
+
+
+def _mqtt_delivery(r: _Reader, mqtt: dict[str, Any], file: Path) -> dict[str, Any]:
+    """[mqtt] settings for TLS, credentials and delivery (docs/DELIVERY.md)."""
+    out: dict[str, Any] = {}
+    for key in ("tls_ca", "tls_cert", "tls_key", "password_file"):
+        name = r.get(mqtt, "mqtt", key, str, "")
+        if not name:
+            continue
+        path = file.parent / name
+        try:
+            mode = path.stat().st_mode
+        except OSError as e:
+            r.problems.append(f"{file}: mqtt.{key}: cannot read {path}: {e.strerror}")
+            continue
+        if key in ("tls_key", "password_file") and mode & 0o077:
+            r.problems.append(
+                f"{file}: mqtt.{key}: {path} is readable by other users"
+                f" (mode {mode & 0o777:o}); chmod 600 it"
+            )
+        out[key] = path
+    if ("tls_cert" in out) != ("tls_key" in out):
+        r.problems.append(f"{file}: mqtt.tls_cert: tls_cert and tls_key go together")
+    if ("tls_cert" in out or "tls_key" in out) and "tls_ca" not in out:
+        r.problems.append(f"{file}: mqtt.tls_ca: a client certificate needs TLS (set tls_ca)")
+    username = r.get(mqtt, "mqtt", "username", str, "")
+    if username:
+        out["username"] = username
+    if "password_file" in out and not username:
+        r.problems.append(f"{file}: mqtt.username: needed with password_file")
+    for key, default, low in (
+        ("receipt_timeout_s", 10.0, 0.1), ("outbox_budget_mb", 100.0, 0.01),
+        ("heartbeat_s", 60, 1),
+    ):
+        value = mqtt.get(key, default)
+        ok_types = (int, float) if isinstance(default, float) else (int,)
+        if isinstance(value, bool) or not isinstance(value, ok_types):
+            r.problems.append(
+                f"{file}: mqtt.{key}: expected a number, got {type(value).__name__}")
+            value = default
+        elif value < low:
+            r.problems.append(f"{file}: mqtt.{key}: {value} is below the minimum {low}")
+            value = default
+        out[key] = value
+    return out
+

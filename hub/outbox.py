@@ -3,12 +3,26 @@
 SQLite in WAL mode with synchronous=FULL: a committed row survives kill -9 and power loss
 (NORMAL could roll back the last commits on power loss). Appends are batched into one
 transaction (group commit), so a burst costs one fsync, not one per message.
+
+A row's life: appended (pending) -> published -> PUBACK. Telemetry is deleted at PUBACK. Rows
+that need an end-to-end receipt (alarms) stay, with `next_try` pushed into the future, until
+the response centre's receipt names their id; if none comes they are published again (same
+id) with back-off. Bookkeeping after the append (PUBACK, back-off, receipts) is not critical:
+losing it in a crash only means a re-send, which receivers de-duplicate.
+
+Disk use is bounded by a byte budget over the stored messages: when a new message does not
+fit, the oldest messages of the least urgent priority that do not need a receipt are dropped
+(counted); messages that need a receipt are never dropped. A reserve file set aside on the
+same filesystem is released when the disk itself fills, so alarms can still be stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -16,6 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hub.rules import Outgoing
+from protocols import mqtt_schema
+
+log = logging.getLogger(__name__)
+
+# Kinds the response centre must confirm with a receipt; everything else may leave at PUBACK.
+RECEIPT_KINDS = frozenset(mqtt_schema.RECEIPT_KINDS)
+
+# Per-row bookkeeping on top of the message bytes (row header, index entries), so the budget
+# roughly matches the file; measured by tools/bench_outbox.py.
+ROW_OVERHEAD = 64
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox(
@@ -30,6 +54,16 @@ CREATE TABLE IF NOT EXISTS outbox(
 );
 CREATE INDEX IF NOT EXISTS outbox_order ON outbox(priority, seq);
 """
+# Columns added after the first release: added in place to an older file.
+MIGRATIONS = {
+    "receipt": "ALTER TABLE outbox ADD COLUMN receipt INTEGER NOT NULL DEFAULT 1",
+    "size": "ALTER TABLE outbox ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+    "next_try": "ALTER TABLE outbox ADD COLUMN next_try REAL NOT NULL DEFAULT 0",
+}
+
+
+class OutboxWriteError(Exception):
+    """The message could not be stored (disk full, I/O error). Nothing was acknowledged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,76 +74,341 @@ class Row:
     topic: str
     payload: bytes
     priority: int
+    receipt: bool = True
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int
+    awaiting_receipt: int
+    used_bytes: int
+    budget_bytes: int | None
+    dropped: int
+
+    @property
+    def fill(self) -> float:
+        return 0.0 if not self.budget_bytes else self.used_bytes / self.budget_bytes
+
+
+_COLS = "seq, msg_id, kind, topic, payload, priority, receipt, attempts"
+
+
+def _row(r: tuple[int, str, str, str, bytes, int, int, int]) -> Row:
+    return Row(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], bool(r[6]), r[7])
+
+
+def is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, sqlite3.Error):
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(e)
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 class Outbox:
     """Synchronous store; safe to call from several threads (one connection, one lock)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        budget_bytes: int | None = None,
+        reserve_bytes: int = 1 << 20,
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.budget_bytes = budget_bytes
+        self.reserve_bytes = reserve_bytes
+        self.reserve_path = self.path.with_name(self.path.name + ".reserve")
+        self.dropped = 0  # low-priority messages dropped to stay within the budget
+        self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         # synchronous is per connection and not stored in the file: set it on every open.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # The WAL keeps its high-water size after checkpoints; on a small card that matters.
+        self._db.execute("PRAGMA journal_size_limit=1048576")
         self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        for col, sql in MIGRATIONS.items():
+            if col not in have:
+                self._db.execute(sql)
+        self._db.execute("CREATE INDEX IF NOT EXISTS outbox_id ON outbox(msg_id)")
+        # A restart forgets every back-off: whatever was not confirmed goes out again now.
+        self._db.execute("UPDATE outbox SET next_try = 0 WHERE next_try > 0")
+        self._db.execute(
+            "UPDATE outbox SET size = length(payload) + length(topic) + length(msg_id) + ?"
+            " WHERE size = 0",
+            (ROW_OVERHEAD,),
+        )
+        (used,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()
+        self._used = int(used)
+        if reserve_bytes:
+            self.ensure_reserve()
 
+    # -- appending ---------------------------------------------------------------------------
     def append_many(self, items: list[tuple[str, Outgoing]], now: float) -> None:
-        """Commit all items in one transaction. Returns only once they are on disk."""
-        rows = [
-            (o.msg_id, o.kind, topic, json.dumps(o.payload, separators=(",", ":")).encode(),
-             o.priority, now)
-            for topic, o in items
-        ]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO outbox(msg_id, kind, topic, payload, priority, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        """Commit all items in one transaction. Returns only once they are on disk.
 
-    def next_batch(self, limit: int, exclude: set[int]) -> list[Row]:
-        """The most urgent undelivered rows, in delivery order (priority, then arrival)."""
+        Raises OutboxWriteError when the store cannot take them (nothing is stored then)."""
+        rows = []
+        for topic, o in items:
+            payload = json.dumps(o.payload, separators=(",", ":")).encode()
+            size = len(payload) + len(topic) + len(o.msg_id) + ROW_OVERHEAD
+            rows.append(
+                (o.msg_id, o.kind, topic, payload, o.priority, now, int(o.kind in RECEIPT_KINDS),
+                 size)
+            )
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    before = self._db.total_changes
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO outbox(msg_id, kind, topic, payload, priority,"
+                        " created, receipt, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    if self._db.total_changes - before != len(rows):
+                        # Some ids were stored already (a re-emitted message): recount.
+                        (used,) = self._db.execute(
+                            "SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()
+                        self._used = int(used)
+                        added = 0
+                    else:
+                        added = sum(r[7] for r in rows)
+                    freed, dropped = self._fit_budget(added)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, OSError) as e:
+                raise OutboxWriteError(f"{self.path}: cannot store message: {e}") from e
+            self._used += added - freed
+            self.dropped += dropped
+
+    def _fit_budget(self, added: int) -> tuple[int, int]:
+        """Drop the oldest least-urgent droppable rows until the budget holds. Never a row
+        that needs a receipt: over budget with only those left, the budget gives way."""
+        if self.budget_bytes is None or self._used + added <= self.budget_bytes:
+            return 0, 0
+        excess = self._used + added - self.budget_bytes
+        freed = dropped = 0
+        prios = [p for (p,) in self._db.execute(
+            "SELECT DISTINCT priority FROM outbox WHERE receipt = 0 ORDER BY priority DESC")]
+        for p in prios:
+            while freed < excess:
+                victims = self._db.execute(
+                    "SELECT seq, size FROM outbox WHERE priority = ? AND receipt = 0"
+                    " ORDER BY seq LIMIT 256",
+                    (p,),
+                ).fetchall()
+                if not victims:
+                    break
+                take = []
+                for seq, size in victims:
+                    take.append((seq,))
+                    freed += size
+                    if freed >= excess:
+                        break
+                self._db.executemany("DELETE FROM outbox WHERE seq = ?", take)
+                dropped += len(take)
+            if freed >= excess:
+                break
+        if dropped:
+            log.warning("outbox over budget: dropped %d low-priority messages", dropped)
+        return freed, dropped
+
+    # -- the reserve: room for alarms when the filesystem fills ------------------------------
+    def ensure_reserve(self) -> bool:
+        """Set the reserve aside again if it is missing. False if there is no room for it."""
+        if not self.reserve_bytes or self.reserve_path.exists():
+            return True
+        try:
+            with open(self.reserve_path, "wb") as f:
+                # Real bytes, not a sparse file: tmpfs and most filesystems count only those.
+                chunk = b"\0" * 65536
+                left = self.reserve_bytes
+                while left > 0:
+                    f.write(chunk[: min(left, len(chunk))])
+                    left -= len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            self.reserve_path.unlink(missing_ok=True)
+            return False
+
+    def release_reserve(self) -> bool:
+        """Give the reserve's space to the database. True if there was a reserve to give."""
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def make_room(self) -> bool:
+        """The filesystem is full: shrink the WAL, then give the database the reserve, or if
+        that is gone, the space of the least urgent messages. True if the reserve went."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+        released = self.release_reserve()
+        if not released:
+            self.drop_droppable()
+        return released
+
+    def drop_droppable(self, fraction: float = 0.25) -> int:
+        """Free space inside the database file by dropping the oldest least-urgent rows that
+        need no receipt (used when the disk is full)."""
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM outbox WHERE receipt = 0").fetchone()
+            if not n:
+                return 0
+            k = max(1, int(n * fraction))
+            try:
+                cur = self._db.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE receipt = 0"
+                    " ORDER BY priority DESC, seq LIMIT ?) RETURNING size",
+                    (k,),
+                )
+                sizes = [s for (s,) in cur.fetchall()]
+            except sqlite3.Error:
+                return 0
+            self._used -= sum(sizes)
+            self.dropped += len(sizes)
+            return len(sizes)
+
+    # -- delivery ----------------------------------------------------------------------------
+    def next_batch(self, limit: int, exclude: set[int], now: float = float("inf")) -> list[Row]:
+        """The most urgent rows due for (re-)publishing, in delivery order (priority, then
+        arrival). Rows waiting for a receipt are due only when their back-off has run out."""
         if limit <= 0:
             return []
         with self._lock:
             cur = self._db.execute(
-                "SELECT seq, msg_id, kind, topic, payload, priority FROM outbox"
+                f"SELECT {_COLS} FROM outbox WHERE next_try <= ?"
                 " ORDER BY priority, seq LIMIT ?",
-                (limit + len(exclude),),
+                (now, limit + len(exclude)),
             )
-            rows = [Row(*r) for r in cur.fetchall()]
+            rows = [_row(r) for r in cur.fetchall()]
         return [r for r in rows if r.seq not in exclude][:limit]
 
-    def delete(self, seqs: list[int]) -> None:
+    def settle(self, delete: list[int], wait: list[tuple[int, float]]) -> None:
+        """After PUBACKs: delete rows that are done, push the others' next try into the
+        future (they wait for a receipt). One transaction for the lot."""
+        if not delete and not wait:
+            return
         with self._lock:
-            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if delete:
+                    marks = ",".join("?" * len(delete))
+                    cur = self._db.execute(
+                        f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING size", delete
+                    )
+                    self._used -= sum(s for (s,) in cur.fetchall())
+                self._db.executemany(
+                    "UPDATE outbox SET next_try = ?, attempts = attempts + 1 WHERE seq = ?",
+                    [(t, s) for s, t in wait],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
+    def delete(self, seqs: list[int]) -> None:
+        self.settle(seqs, [])
+
+    def confirm(self, msg_ids: list[str]) -> list[Row]:
+        """A receipt came back for these ids: they are done. Returns the rows removed (ids
+        not in the outbox, e.g. a second receipt for the same alarm, are ignored)."""
+        if not msg_ids:
+            return []
+        marks = ",".join("?" * len(msg_ids))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = [
+                    _row(r)
+                    for r in self._db.execute(
+                        f"SELECT {_COLS} FROM outbox WHERE msg_id IN ({marks})", msg_ids
+                    ).fetchall()
+                ]
+                cur = self._db.execute(
+                    f"DELETE FROM outbox WHERE msg_id IN ({marks}) RETURNING size", msg_ids
+                )
+                self._used -= sum(s for (s,) in cur.fetchall())
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        return rows
+
+    def make_due(self) -> None:
+        """Everything waiting for a receipt is due now (after a reconnect: the broker may
+        have lost what it acknowledged)."""
+        with self._lock:
+            self._db.execute("UPDATE outbox SET next_try = 0 WHERE next_try > 0")
+
+    def next_due(self) -> float | None:
+        """When the earliest row waiting for a receipt is due again."""
+        with self._lock:
+            (t,) = self._db.execute(
+                "SELECT MIN(next_try) FROM outbox WHERE next_try > 0"
+            ).fetchone()
+        return None if t is None else float(t)
+
+    # -- state -------------------------------------------------------------------------------
     def depth(self) -> int:
         with self._lock:
             (n,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
         return int(n)
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            n, r = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(receipt), 0) FROM outbox"
+            ).fetchone()
+        return OutboxStats(int(n), int(r), self._used, self.budget_bytes, self.dropped)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [i for (i,) in self._db.execute("SELECT msg_id FROM outbox ORDER BY seq")]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
 
+# (problem, detail, messages held in memory): problem is "disk_full" (stored after the
+# reserve was released: act now) or "write_failed" (not stored; held and retried).
+StoreProblemCallback = Callable[[str, str, list[tuple[str, Outgoing]]], None]
+
+
 class GroupCommitter:
     """Collects appends from the event loop and commits them together in a worker thread.
 
-    `await append(...)` returns once the message is durable, so callers can acknowledge."""
+    `await append(...)` returns once the message is durable, so callers can acknowledge.
+    When the store fails (disk full) the messages stay queued here, in memory, and are
+    retried with back-off; `on_problem` is told so the hub can raise a technical alarm."""
 
-    def __init__(self, outbox: Outbox, now: Callable[[], float]) -> None:
+    RETRY_MIN_S = 0.2
+    RETRY_MAX_S = 5.0
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        now: Callable[[], float],
+        on_problem: StoreProblemCallback | None = None,
+    ) -> None:
         self.outbox = outbox
         self.now = now
+        self.on_problem = on_problem
+        self.failures = 0
         self._pending: list[tuple[tuple[str, Outgoing], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self.committed = asyncio.Event()  # set after each commit (the publisher waits on it)
@@ -124,24 +423,78 @@ class GroupCommitter:
         self._wake.set()
         await fut
 
+    @property
+    def waiting(self) -> int:
+        """Messages not yet stored (non-zero only while the store is failing)."""
+        return len(self._pending)
+
+    def _tell(self, problem: str, detail: str, items: list[tuple[str, Outgoing]]) -> None:
+        if self.on_problem is None:
+            return
+        try:
+            self.on_problem(problem, detail, items)
+        except Exception:
+            log.exception("outbox problem handler failed")
+
     async def _run(self) -> None:
+        delay = self.RETRY_MIN_S
         while True:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, []
+            batch = [b for b in batch if not b[1].done()]  # the caller gave up (cancelled)
             if not batch:
                 continue
+            items = [b[0] for b in batch]
             try:
-                await asyncio.to_thread(self.outbox.append_many, [b[0] for b in batch], self.now())
-            except Exception as e:  # disk full, I/O error: the callers must know
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            for _, fut in batch:
+                stored, released = await asyncio.to_thread(self._store, items)
+            except Exception as e:
+                stored, released, error = 0, False, str(e)
+            else:
+                error = "" if stored == len(items) else "filesystem full"
+            for _, fut in batch[:stored]:
                 if not fut.done():
                     fut.set_result(None)
-            self.committed.set()
+            if stored:
+                self.committed.set()
+            if released:
+                self._tell("disk_full", f"{self.outbox.path.parent}: filesystem full, "
+                           "reserve released for alarms", [])
+            if not error:
+                delay = self.RETRY_MIN_S
+                continue
+            held = batch[stored:]
+            self.failures += 1
+            log.error("outbox %s: %s; %d message(s) held in memory, retrying",
+                      self.outbox.path, error, len(held))
+            self._tell("write_failed", error, [b[0] for b in held])
+            # Keep arrival order: the held messages go before anything newer.
+            self._pending = held + self._pending
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.RETRY_MAX_S)
+            self._wake.set()
+
+    def _store(self, items: list[tuple[str, Outgoing]]) -> tuple[int, bool]:
+        """Append; on a full filesystem make room and store as many as fit, in order, one
+        per transaction. Returns (how many were stored, whether the reserve was released)."""
+        try:
+            self.outbox.append_many(items, self.now())
+            return len(items), False
+        except OutboxWriteError as e:
+            if e.__cause__ is None or not is_disk_full(e.__cause__):
+                raise
+            first = e
+        released = self.outbox.make_room()
+        stored = 0
+        for item in items:
+            try:
+                self.outbox.append_many([item], self.now())
+            except OutboxWriteError:
+                break
+            stored += 1
+        if not stored and not released:
+            raise first
+        return stored, released
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -150,4 +503,3 @@ class GroupCommitter:
                 await self._task
             except asyncio.CancelledError:
                 pass
-

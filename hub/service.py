@@ -5,15 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from hub.clock import Clock, SystemClock
-from hub.config import HubConfig
+from hub import keys
+from hub.acks import AckSender, AckSettings
+from hub.clock import Clock, SystemClock, iso
+from hub.config import Device, HubConfig
+from hub.counters import CounterStore
 from hub.decode import AdvertDecoder
 from hub.mqtt_link import MqttLink
 from hub.outbox import GroupCommitter, Outbox
 from hub.radio import Advert, Scanner
-from hub.rules import Outgoing, RuleEngine
-from protocols import mqtt_schema
+from hub.radio_capture import CaptureWriter
+from hub.routing import route
+from hub.rules import Outgoing, RuleEngine, new_id
+from hub.rules.store import RuleStateStore
+from protocols import mqtt_schema, scaip
 
 log = logging.getLogger(__name__)
 
@@ -23,59 +32,253 @@ def make_scanner(cfg: HubConfig, clock: Clock) -> Scanner:
         from hub.radio_virtual import VirtualRadio
 
         return VirtualRadio(cfg.radio_air, clock)
+    if cfg.radio_kind == "replay":
+        from hub.radio_capture import ReplayScanner
+
+        return ReplayScanner(cfg.radio_replay, clock)
+    if cfg.radio_kind == "bleak":
+        from hub.radio_bleak import BleakRadio, BleakSettings
+        from hub.radio_watchdog import for_heartbeats
+
+        rs = cfg.radio
+        silent = cfg.rules.silent  # how often each device reports at the least
+        heartbeats = [silent.limit_s(d.role, d.heartbeat_s) / silent.missed_heartbeats
+                      for d in cfg.devices.values()]
+        watchdog = for_heartbeats(heartbeats, rs.watchdog_s, rs.deaf_alarm_s)
+        return BleakRadio(clock, BleakSettings(rs.adapter, rs.scan_mode, watchdog),
+                          provisioned=cfg.device_by_mac())
     raise SystemExit(f"{cfg.path}: radio.kind {cfg.radio_kind!r} is not available yet")
 
 
 class Hub:
-    def __init__(self, cfg: HubConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self, cfg: HubConfig, clock: Clock | None = None, capture: Path | None = None
+    ) -> None:
+        # Every device gets its key; no key file or a readable one is a ConfigError here.
+        if any(d.key is None for d in cfg.devices.values()):
+            cfg = keys.attach(cfg)
         self.cfg = cfg
         self.clock = clock or SystemClock()
-        self.decoder = AdvertDecoder(cfg.device_by_mac())
-        self.rules = RuleEngine(cfg.site, cfg.timezone)
-        self.outbox = Outbox(cfg.data_dir / "outbox.sqlite")
-        self.committer = GroupCommitter(self.outbox, self.clock.now)
-        self.link = MqttLink(
-            cfg.mqtt, cfg.hub_id, self.outbox, mqtt_schema.topic(cfg.site, "hub")
+        self.counters = CounterStore(cfg.data_dir / "counters.sqlite")
+        self.decoder = AdvertDecoder(cfg.device_by_mac(), self.counters, self._radio_alert)
+        self.capture = CaptureWriter(capture) if capture is not None else None
+        self.rules = RuleEngine(cfg.site, cfg.timezone, devices=cfg.devices, settings=cfg.rules)
+        self.rule_store = RuleStateStore(cfg.data_dir / "rules_state.json")
+        self.rule_store.load_into(self.rules)  # pending timers resume where they were
+        self.outbox = Outbox(
+            cfg.data_dir / "outbox.sqlite", budget_bytes=int(cfg.mqtt.outbox_budget_mb * 1e6)
         )
+        self.committer = GroupCommitter(self.outbox, self.clock.now, self._store_problem)
+        self.link = MqttLink(
+            cfg.mqtt, cfg.hub_id, self.outbox, mqtt_schema.topic(cfg.site, "hub"),
+            receipt_topic=mqtt_schema.topic(cfg.site, "receipt"), clock=self.clock,
+        )
+        self.link.status_provider = self.status
+        # Delivery hooks (docs/DELIVERY.md). on_stored: the message is durable on the hub
+        # ("received"); on_delivered(msg_id, payload): the response centre's receipt came
+        # back ("help is coming"). Both run in the event loop and must not block.
+        self.on_stored: list[Callable[[Outgoing], None]] = []
+        self.on_delivered = self.link.on_delivered
+        self._last_seen: dict[str, float] = {}
+        self._fill_alarm = False  # "buffer filling" raised and not yet re-armed
+        self._live_sent: set[str] = set()  # held messages already sent live while disk failed
+        self._write_alarm_at = float("-inf")
         self.scanner = make_scanner(cfg, self.clock)
         self._tasks: set[asyncio.Task[None]] = set()
+        # "Received" / "help is coming" back to the resident's device (hub/acks.py).
+        self.acks = AckSender(self.scanner.transmit,
+                              AckSettings(max_connections=cfg.radio.ack_connections))
+        self.on_stored.append(self.acks.stored)
+        self.on_delivered.append(self.acks.delivered)
+        if hasattr(self.scanner, "on_health"):  # the real radio reports when it goes deaf
+            self.scanner.on_health = self._radio_health
+        # Admin CLI over the local control socket; reload, audit, event log (hub/admin.py).
+        from hub.admin import Admin
+
+        self.admin = Admin(self)
 
     def on_advert(self, advert: Advert) -> None:
+        if self.capture is not None:
+            self.capture.write(advert)
         report = self.decoder.decode(advert)
         if report is None:
             return
-        for out in self.rules.on_report(report, self.clock.now()):
-            task = asyncio.create_task(self.emit(out))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._last_seen[report.device.id] = report.time
+        # The accepted counter is on disk before anything acts on the advert, so a replay
+        # of it after a crash or restart is refused.
+        self.counters.flush()
+        outs = self.rules.on_report(report, self.clock.now())
+        for out in outs:
+            self.acks.track(out, report)
+        self._dispatch(outs)
+
+    def _dispatch(self, outs: list[Outgoing]) -> None:
+        """Store the rules' messages first, then the rules' state: a crash in between
+        repeats an alarm after the restart (de-duplicated by id), it never loses one."""
+        snap = self.rule_store.take(self.rules)
+        if not outs:
+            self.rule_store.write(snap)
+            return
+
+        async def store_all() -> None:
+            await asyncio.gather(*(self.emit(o) for o in outs))
+            self.rule_store.write(snap)
+
+        task = asyncio.create_task(store_all())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick_loop(self) -> None:
+        """Timers (not back in bed, silent device, ...) are due-times in the rule state; the
+        engine fires those that are due at the injected clock's now."""
+        while True:
+            try:
+                self._dispatch(self.rules.tick(self.clock.now()))
+            except Exception:
+                log.exception("rule tick failed")
+            await asyncio.sleep(1.0)
 
     async def emit(self, out: Outgoing) -> None:
-        topic = mqtt_schema.topic(self.cfg.site, out.kind)
-        await self.committer.append(topic, out)  # durable from here on
+        dev = self.cfg.devices.get(out.device) if out.device else None
+        scaip.annotate(out.payload, dev.role if dev else None)  # dty from the device's role
+        for topic, copy in route(self.cfg.site, self.cfg.routes, out):
+            await self.committer.append(topic, copy)  # durable from here on
         log.info("stored %s %s from %s", out.kind, out.payload["type"], out.device)
         self.link.kick()
+        for cb in list(self.on_stored):
+            try:
+                cb(out)
+            except Exception:
+                log.exception("on_stored listener failed for %s", out.msg_id)
+        self._check_fill()
+
+    # -- the outbox watching itself: technical alarms, heartbeat ----------------------------
+    def _technical(self, type_: str, **fields: Any) -> Outgoing:
+        payload = mqtt_schema.message(
+            "technical_alarm", new_id(), self.cfg.site, None, type_,
+            mqtt_schema.PRIORITY_TECHNICAL, iso(self.clock.now(), self.cfg.timezone),
+            hub=self.cfg.hub_id, **fields,
+        )
+        return Outgoing("technical_alarm", None, mqtt_schema.PRIORITY_TECHNICAL, payload)
+
+    def _radio_alert(self, device: Device, type_: str, detail: dict[str, Any]) -> None:
+        # The decoder found this device's adverts refused (replayed or not authentic): its
+        # alarms may not be getting through. Someone must look (hub/decode.py).
+        payload = mqtt_schema.message(
+            "technical_alarm", new_id(), self.cfg.site, device.id, type_,
+            mqtt_schema.PRIORITY_TECHNICAL, iso(self.clock.now(), self.cfg.timezone),
+            state="raised", room=device.room, hub=self.cfg.hub_id, **detail,
+        )
+        log.warning("technical alarm %s for %s: %s", type_, device.id, detail)
+        self._spawn(Outgoing("technical_alarm", device.id, mqtt_schema.PRIORITY_TECHNICAL,
+                             payload))
+
+    def _spawn(self, out: Outgoing) -> None:
+        task = asyncio.create_task(self.emit(out))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _radio_health(self, state: str, detail: dict[str, Any]) -> None:
+        # A hub that hears nothing cannot hear an alarm button: someone must come and look.
+        self._spawn(self._technical(
+            "radio_deaf", state="raised" if state == "deaf" else "cleared",
+            adapter=detail.get("adapter"), reason=detail.get("reason"),
+            last_heard=iso(float(detail["last_heard"]), self.cfg.timezone),
+        ))
+
+    def _check_fill(self) -> None:
+        st = self.outbox.stats()
+        if not self._fill_alarm and (st.fill >= 0.8 or st.dropped):
+            self._fill_alarm = True
+            log.error("outbox %.0f%% of its budget, %d dropped", st.fill * 100, st.dropped)
+            self._spawn(self._technical(
+                "outbox_filling", fill=round(st.fill, 3), depth=st.depth,
+                used_bytes=st.used_bytes, budget_bytes=st.budget_bytes, dropped=st.dropped,
+            ))
+        elif self._fill_alarm and st.fill < 0.6:
+            self._fill_alarm = False  # re-armed: the next filling is news again
+
+    def _store_problem(self, problem: str, detail: str, held: list[tuple[str, Outgoing]]) -> None:
+        if problem == "disk_full":
+            # Stored thanks to the reserve; say so while there is still room to say it.
+            self._spawn(self._technical("outbox_disk_full", detail=detail))
+            return
+        # Nothing can be stored. The messages wait in memory (not acknowledged); meanwhile
+        # send them and the news live, best effort, once each.
+        now = self.clock.now()
+        if now - self._write_alarm_at >= 60:
+            self._write_alarm_at = now
+            tech = self._technical("outbox_write_failed", detail=detail, held=len(held))
+            self.link.publish_live(mqtt_schema.topic(self.cfg.site, tech.kind), tech.payload)
+        for topic, out in held:
+            if out.msg_id not in self._live_sent and self.link.publish_live(topic, out.payload):
+                self._live_sent.add(out.msg_id)
+
+    def status(self) -> dict[str, Any]:
+        """The hub heartbeat (retained on the hub topic): outbox depth and device summary."""
+        st = self.outbox.stats()
+        now = self.clock.now()
+        return {
+            "hub": self.cfg.hub_id,
+            "time": iso(now, self.cfg.timezone),
+            "outbox": {
+                "depth": st.depth, "awaiting_receipt": st.awaiting_receipt,
+                "used_bytes": st.used_bytes, "budget_bytes": st.budget_bytes,
+                "dropped": st.dropped, "unstored": self.committer.waiting,
+            },
+            "devices": {
+                "configured": len(self.cfg.devices),
+                "heard": len(self._last_seen),
+                "silent_s": {
+                    d: round(now - self._last_seen[d]) if d in self._last_seen else None
+                    for d in sorted(self.cfg.devices)
+                },
+            },
+            "radio": self.radio_status(detail=False),
+        }
+
+    def radio_status(self, detail: bool = True) -> dict[str, Any]:
+        """Scan mode (passive/active), watchdog counts; with detail, RSSI per device."""
+        get = getattr(self.scanner, "status", None)
+        st: dict[str, Any] = get() if get is not None else {"kind": self.cfg.radio_kind}
+        if not detail:
+            st.pop("signal", None)
+        st["acks"] = dict(self.acks.stats)
+        return st
 
     async def run(self, stop: asyncio.Event) -> None:
         self.committer.start()
         self.link.start()
         self.link.kick()  # whatever a previous run left undelivered goes first
         await self.scanner.start(self.on_advert)
+        ticker = asyncio.create_task(self._tick_loop(), name="rule-tick")
+        await self.admin.start()
         log.info("hub %s running for site %s", self.cfg.hub_id, self.cfg.site)
         try:
             await stop.wait()
         finally:
+            ticker.cancel()
+            await self.admin.stop()
             await self.scanner.stop()
+            await self.acks.close()
             await self.link.stop()
             await self.committer.stop()
             self.outbox.close()
+            self.counters.close()
+            log.info("adverts: %s", dict(self.decoder.stats))
+            if self.capture is not None:
+                self.capture.close()
 
 
-def run_forever(cfg: HubConfig) -> None:
+def run_forever(cfg: HubConfig, capture: Path | None = None) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Hub(cfg).run(stop)
+        hub = Hub(cfg, capture=capture)
+        # `systemctl reload` / kill -HUP: re-read the configuration, all or nothing.
+        loop.add_signal_handler(signal.SIGHUP, hub.admin.reload_from_signal)
+        await hub.run(stop)
 
     asyncio.run(main())

@@ -3,6 +3,8 @@
 # in the hub. Keep this file free of CPython-only syntax and modules: mpy-cross compiles it.
 # Format: https://bthome.io/format/ (see ../shared/notes/bthome.md for the cited details).
 
+from protocols import ccm
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -21,9 +23,12 @@ INFO_TRIGGER = const(0x04)
 INFO_VERSION_2 = const(0x40)
 VERSION_MASK = const(0xE0)
 
-# Object ids we use (BTHome v2 table).
+# Object ids (BTHome v2 table): the ones our devices send, plus temperature and humidity so
+# that the published BTHome example adverts decode too.
 PACKET_ID = const(0x00)
 BATTERY = const(0x01)
+TEMPERATURE = const(0x02)
+HUMIDITY = const(0x03)
 VOLTAGE = const(0x0C)
 GENERIC = const(0x0F)
 OPENING = const(0x11)
@@ -35,8 +40,11 @@ MOVING = const(0x22)
 OCCUPANCY = const(0x23)
 PROBLEM = const(0x26)
 TAMPER = const(0x2B)
+VIBRATION = const(0x2C)
+WINDOW = const(0x2D)
 BUTTON = const(0x3A)
 DEVICE_TYPE = const(0xF0)
+FIRMWARE_VERSION = const(0xF2)
 
 # Button event values (object 0x3A).
 BUTTON_NONE = const(0x00)
@@ -59,11 +67,28 @@ BUTTON_EVENT_NAMES = {
     BUTTON_HOLD_RELEASE: "hold_release",
 }
 
+# Our mapping onto BTHome (BTHOME.md explains the choices). There is no BTHome "fall" or
+# "cancel" object, so:
+#   fall detected  -> 0x26 problem = 1 (the wearer has a problem); 0 = no fall / cleared.
+#                     Not 0x28 safety: Home Assistant shows its 1 as "unsafe" but the spec
+#                     says "safe", an ambiguity a life-safety signal must not carry.
+#   alarm          -> 0x3A press / double press / long press: every one of them raises it
+#                     (a frightened resident may press any way at all).
+#   cancel         -> 0x3A hold_release (0x81): only a deliberate hold cancels.
+#   heartbeat      -> an advert with the trigger flag clear and no event (0x3A absent or 0),
+#                     carrying battery, voltage and the sensor's current state.
+#   charging       -> 0x16 battery charging.
+FALL = PROBLEM
+BUTTON_CANCEL = BUTTON_HOLD_RELEASE
+ALARM_BUTTON_EVENTS = (BUTTON_PRESS, BUTTON_DOUBLE_PRESS, BUTTON_TRIPLE_PRESS, BUTTON_LONG_PRESS)
+
 # id -> (name, value length in bytes, signed). Factors are applied by the hub, not here:
 # the wire carries integers and so does this module, which keeps encode/decode exact.
 OBJECTS = {
     PACKET_ID: ("packet_id", 1, False),
     BATTERY: ("battery", 1, False),
+    TEMPERATURE: ("temperature_centi_c", 2, True),
+    HUMIDITY: ("humidity_centi_pct", 2, False),
     VOLTAGE: ("voltage_mv", 2, False),
     GENERIC: ("generic", 1, False),
     OPENING: ("opening", 1, False),
@@ -75,14 +100,22 @@ OBJECTS = {
     OCCUPANCY: ("occupancy", 1, False),
     PROBLEM: ("problem", 1, False),
     TAMPER: ("tamper", 1, False),
+    VIBRATION: ("vibration", 1, False),
+    WINDOW: ("window", 1, False),
     BUTTON: ("button", 1, False),
     DEVICE_TYPE: ("device_type", 2, False),
+    FIRMWARE_VERSION: ("firmware_version", 3, False),
 }
 
 # Legacy advertising payload limit, and what is left for objects after flags (3),
 # the service-data header (len, type, uuid = 4) and the device-info byte (1).
 ADV_MAX = const(31)
 PLAIN_OBJECT_BUDGET = const(23)
+# Encrypted service data: info byte, ciphertext (as long as the objects), counter, MIC.
+COUNTER_LEN = const(4)
+MIC_LEN = const(4)
+ENCRYPTED_OBJECT_BUDGET = const(15)
+COUNTER_MAX = 0xFFFFFFFF  # not const(): larger than a MicroPython small int
 
 
 class DecodeError(ValueError):
@@ -221,9 +254,10 @@ def decode_objects(payload):
         size = spec[1]
         if i + 1 + size > n:
             raise DecodeError("object 0x%02x truncated" % oid)
-        value = 0
-        for k in range(size):
-            value |= payload[i + 1 + k] << (8 * k)
+        if size == 1:
+            value = payload[i + 1]
+        else:
+            value = int.from_bytes(payload[i + 1 : i + 1 + size], "little")
         if spec[2] and value & (1 << (8 * size - 1)):
             value -= 1 << (8 * size)
         objects.append((oid, value))
@@ -237,3 +271,66 @@ def decode_plain(svc):
     if info & INFO_ENCRYPTED:
         raise DecodeError("advert is encrypted")
     return Decoded(info, decode_objects(svc[1:]))
+
+
+# -- encryption (BTHome v2: AES-CCM, 13-byte nonce, 4-byte MIC, no associated data) ------------
+
+
+def mac_bytes(mac):
+    """'AA:BB:CC:DD:EE:FF' (or 6 bytes) -> 6 bytes in display order, as the nonce uses them."""
+    if isinstance(mac, str):
+        b = bytes.fromhex(mac.replace(":", ""))
+    else:
+        b = bytes(mac)
+    if len(b) != 6:
+        raise ValueError("a MAC address has 6 bytes")
+    return b
+
+
+def nonce(mac6, info, counter_bytes):
+    """MAC (display order) + UUID (as on air) + device-info byte + counter (LE, as on air)."""
+    return mac6 + UUID_BYTES + bytes((info,)) + counter_bytes
+
+
+def encrypt_service_data(aes, mac6, payload, counter, trigger=False):
+    """Encrypted service data (from the device-info byte on) for object bytes `payload`.
+    aes: an AES-ECB object with .encrypt(16 bytes); counter: 0..2**32-1, new for every new
+    payload. A repeat of the same advert in a burst reuses the same bytes, never the counter
+    with different content (that would reuse the keystream)."""
+    if counter < 0 or counter > COUNTER_MAX:
+        raise EncodeError("counter out of range")
+    if len(payload) < 2:
+        raise EncodeError("BTHome needs at least 2 encrypted bytes")
+    info = INFO_VERSION_2 | INFO_ENCRYPTED | (INFO_TRIGGER if trigger else 0)
+    ctr = counter.to_bytes(COUNTER_LEN, "little")
+    ct, mic = ccm.encrypt(aes, nonce(mac6, info, ctr), payload)
+    return bytes((info,)) + ct + ctr + mic
+
+
+def split_encrypted(svc):
+    """Encrypted service data -> (info, ciphertext, counter bytes, mic). Checks only layout."""
+    info = check_header(svc)
+    if not info & INFO_ENCRYPTED:
+        raise DecodeError("advert is not encrypted")
+    if len(svc) < 1 + 2 + COUNTER_LEN + MIC_LEN:
+        raise DecodeError("encrypted advert too short (%d bytes)" % len(svc))
+    return info, svc[1:-8], svc[-8:-4], svc[-4:]
+
+
+def decode(svc, mac=None, aes=None):
+    """Decode service data, plain or encrypted. Encrypted needs the sender's MAC and an
+    AES-ECB object for its key; a MIC that does not verify is a DecodeError. This is the
+    portable path (MicroPython-friendly); the hub has a faster one over the same layout."""
+    info = check_header(svc)
+    if not info & INFO_ENCRYPTED:
+        if aes is not None:  # a key is expected: a plain advert is a downgrade, not data
+            raise DecodeError("advert is not encrypted but a key was given")
+        return Decoded(info, decode_objects(svc[1:]))
+    if aes is None or mac is None:
+        raise DecodeError("advert is encrypted and no key was given")
+    info, ct, ctr, mic = split_encrypted(svc)
+    try:
+        pt = ccm.decrypt(aes, nonce(mac_bytes(mac), info, ctr), ct, mic)
+    except ccm.CCMError:
+        raise DecodeError("MIC does not verify (wrong key or forged advert)") from None
+    return Decoded(info, decode_objects(pt), int.from_bytes(ctr, "little"))

@@ -40,10 +40,15 @@ def test_value_out_of_range_is_refused():
         bthome.encode_objects([(bthome.BATTERY, 256)])
 
 
+def _range(oid):
+    _, size, signed = bthome.OBJECTS[oid]
+    if signed:
+        return st.integers(-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1)
+    return st.integers(0, (1 << (8 * size)) - 1)
+
+
 @given(st.lists(st.sampled_from(sorted(bthome.OBJECTS)), max_size=6).flatmap(
-    lambda ids: st.tuples(*[
-        st.tuples(st.just(i), st.integers(0, (1 << (8 * bthome.OBJECTS[i][1])) - 1)) for i in ids
-    ])
+    lambda ids: st.tuples(*[st.tuples(st.just(i), _range(i)) for i in ids])
 ))
 def test_round_trip(objs):
     svc = bthome.service_data(bthome.encode_objects(objs))
@@ -57,3 +62,32 @@ def test_arbitrary_bytes_raise_only_decode_error(data):
         bthome.decode_plain(data)
     except bthome.DecodeError:
         pass
+
+
+def test_signed_values_and_their_limits():
+    assert bthome.decode_objects(bthome.encode_objects([(bthome.TEMPERATURE, -1)])) == [
+        (bthome.TEMPERATURE, -1)]
+    assert bthome.encode_objects([(bthome.TEMPERATURE, -2506)]) == bytes.fromhex("0236f6")
+    with pytest.raises(bthome.EncodeError):
+        bthome.encode_objects([(bthome.TEMPERATURE, 32768)])
+    with pytest.raises(bthome.EncodeError):
+        bthome.encode_objects([(0x99, 1)])
+
+
+def test_our_device_mapping_uses_bthome_objects():
+    # BTHOME.md: fall = problem, cancel = hold_release, every press kind raises an alarm.
+    assert bthome.FALL == 0x26 and bthome.BUTTON_CANCEL == 0x81
+    assert bthome.BUTTON_CANCEL not in bthome.ALARM_BUTTON_EVENTS
+    for oid in (bthome.DOOR, bthome.MOTION, bthome.OCCUPANCY, bthome.TAMPER, bthome.PROBLEM,
+                bthome.BATTERY_CHARGING, bthome.BATTERY_LOW, bthome.BUTTON):
+        assert bthome.OBJECTS[oid][1] == 1
+
+
+@given(st.binary(max_size=40))
+def test_arbitrary_bytes_raise_only_decode_error_on_every_entry_point(data):
+    for fn in (bthome.decode, bthome.decode_objects, bthome.service_data_from_advert,
+               bthome.split_encrypted):
+        try:
+            fn(data)
+        except bthome.DecodeError:
+            pass

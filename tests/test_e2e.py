@@ -57,7 +57,7 @@ def test_alarm_kept_while_broker_down_and_delivered_when_it_returns(tmp_path: Pa
         centre = ResponseCentre("127.0.0.1", broker.port).start()
         broker.stop()  # the broker is down at the moment of the press
         d = DEFAULT_DEVICES[0]
-        pendant = VirtualBoard({"id": d.id, "role": d.role}, mac=d.mac, radio=air).start()
+        pendant = VirtualBoard(d.board_config(), mac=d.mac, radio=air).start()
         pendant.advance(1000)
         pendant.press("button")
         pendant.advance(5000)

@@ -31,6 +31,13 @@ class HomeDevice:
     role: str
     mac: str
     room: str = ""
+    # Provisioned per device; the hub reads it from keys.toml, the board from its config.json.
+    key: bytes = field(default_factory=lambda: os.urandom(16))
+
+    def board_config(self, **extra: Any) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"id": self.id, "role": self.role, "key": self.key.hex()}
+        cfg.update(extra)
+        return cfg
 
 
 DEFAULT_DEVICES = [HomeDevice("pendant-1", "pendant", "C0:FF:EE:00:00:01", "living room")]
@@ -62,13 +69,21 @@ def write_hub_config(
                   f'room = "{d.room}"']
     path = workdir / "hub.toml"
     path.write_text("\n".join(lines) + "\n")
+    from hub import keys
+
+    keys.write(workdir / "keys.toml", {d.id: d.key for d in devices})  # mode 0600
     return path
 
 
-def start_hub(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_hub(
+    config: Path, log_path: Path, capture: Path | None = None
+) -> subprocess.Popen[bytes]:
     exe = shutil.which("tryggheim") or str(Path(sys.executable).with_name("tryggheim"))
     log = open(log_path, "ab")
-    return subprocess.Popen([exe, "run", "--config", str(config)], stdout=log, stderr=log)
+    cmd = [exe, "run", "--config", str(config)]
+    if capture is not None:
+        cmd += ["--capture", str(capture)]
+    return subprocess.Popen(cmd, stdout=log, stderr=log)
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -97,10 +112,10 @@ class VirtualHome:
         config = write_hub_config(self.workdir, self.broker.port, self.devices)
         self.air = Air(self.workdir / "air.sock")
         self.centre = ResponseCentre("127.0.0.1", self.broker.port).start()
-        self.hub = start_hub(config, self.workdir / "hub.log")
+        self.hub = start_hub(config, self.workdir / "hub.log", self.workdir / "capture.jsonl")
         self.air.wait_for_listener()
         for d in self.devices:
-            cfg = {"id": d.id, "role": d.role, "heartbeat_s": 600}
+            cfg = d.board_config(heartbeat_s=600)
             board = VirtualBoard(cfg, mac=d.mac, radio=self.air).start()
             board.advance(1000)  # boot advert and back to sleep
             self.boards[d.id] = board
@@ -142,7 +157,20 @@ def demo(workdir: Path) -> int:
         alarm.pop("_topic", None)
         print(f"The response centre received (after {ms:.0f} ms wall time):")
         print(json.dumps(alarm, indent=2, ensure_ascii=False))
-    print(f"Logs are in {workdir}/ (hub.log, broker/mosquitto.log).")
+        # The centre sent its receipt; the alarm is done only when the hub has it.
+        confirmed = f"receipt: alarm {alarm['id']} confirmed"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and confirmed not in (
+                workdir / "hub.log").read_text():
+            time.sleep(0.02)
+        if confirmed in (workdir / "hub.log").read_text():
+            print(f"The hub has the response centre's receipt (after "
+                  f"{(time.monotonic() - t0) * 1000:.0f} ms): delivered end to end.")
+        else:
+            print("The hub has not seen the response centre's receipt yet (see hub.log).")
+    print(f"Logs are in {workdir}/ (hub.log, broker/mosquitto.log). Every advert the hub heard"
+          f" is in {workdir}/capture.jsonl; read it with: tryggheim decode --capture"
+          f" {workdir}/capture.jsonl --keys {workdir}/keys.toml")
     return 0
 
 

@@ -20,10 +20,15 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from tools.vboard.lis3dh import Lis3dh
+
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("runner.mjs")
 # Files that exist only on a real ESP32 or only for the host are not copied.
 HOST_ONLY = {"board_esp32.py"}
+# Data files provisioning puts next to the firmware (the pin map the defaults read).
+DATA_FILES = (ROOT / "hardware" / "pinmap.json",)
+ACCEL_INT = "accel_int"  # the pin the accelerometer's INT1 drives
 
 
 class Radio(Protocol):
@@ -80,6 +85,9 @@ class VirtualBoard:
     rtc: bytes = b""
     sleeping: bool = False
     halted: bool = False
+    accel: Lis3dh = field(default_factory=Lis3dh)
+    boots: list[tuple[int, str]] = field(default_factory=list)  # (t_ms, wake reason)
+    pin_map: dict[str, Any] = field(default_factory=dict)  # what the firmware configured
 
     def __post_init__(self) -> None:
         self._edges: list[_Edge] = []
@@ -89,6 +97,16 @@ class VirtualBoard:
         self._next_repeat = 0
         self._proc: subprocess.Popen[str] | None = None
         self._flash: str | None = None
+        self._power_on_ms = self.now_ms
+        self._boot_ms = self.now_ms
+        self._connectable = False
+        self._rx: list[tuple[int, bytes]] = []  # (time, frame) the hub writes to this device
+        self._air_seen: set[bytes] = set()
+        self._wdt_ms: int | None = None
+        self._wdt_fed = 0
+        self._hang_ms = 0
+        self._hang_op: str | None = None
+        self._ramp: tuple[int, int, int, int] | None = None  # t0, mv0, t1, mv1
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> VirtualBoard:
@@ -100,10 +118,40 @@ class VirtualBoard:
         (flash / "protocols").mkdir()
         for src in self.protocols_dir.glob("*.py"):
             shutil.copy(src, flash / "protocols" / src.name)
+        for data in DATA_FILES:
+            if data.exists():
+                shutil.copy(data, flash / data.name)
         if self.config is not None:
             (flash / "config.json").write_text(json.dumps(self.config))
+        self._power_on()
+        return self
+
+    @property
+    def flash_dir(self) -> Path:
+        """The device's flash filesystem (what survives power loss)."""
+        assert self._flash is not None
+        return Path(self._flash)
+
+    def power_cycle(self, off_ms: int = 1000) -> None:
+        """Battery out and back in: RAM and RTC memory are lost, flash is kept."""
+        self._kill()
+        self.now_ms += off_ms
+        self.rtc = b""
+        self.halted = False
+        self.sleeping = False
+        self._pending = None
+        self._adv_active = None
+        self._wdt_ms = None
+        self._wake = ("power_on", None)
+        self._power_on()
+
+    def _power_on(self) -> None:
+        assert self._flash is not None
+        self._power_on_ms = self.now_ms
+        self._boot_ms = self.now_ms
+        self.accel = type(self.accel)()  # the sensor loses power too
         self._proc = subprocess.Popen(
-            ["node", str(RUNNER), str(flash)],
+            ["node", str(RUNNER), self._flash],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -111,9 +159,14 @@ class VirtualBoard:
             cwd=ROOT,
         )
         self._run(self.now_ms)
-        return self
 
     def stop(self) -> None:
+        self._kill()
+        if self._flash:
+            shutil.rmtree(self._flash, ignore_errors=True)
+            self._flash = None
+
+    def _kill(self) -> None:
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait()
@@ -123,9 +176,6 @@ class VirtualBoard:
                 if f is not None:
                     f.close()
             self._proc = None
-        if self._flash:
-            shutil.rmtree(self._flash, ignore_errors=True)
-            self._flash = None
 
     def __enter__(self) -> VirtualBoard:
         return self.start()
@@ -150,6 +200,31 @@ class VirtualBoard:
 
     def advance(self, ms: int) -> None:
         self._run(self.now_ms + ms)
+
+    def hub_write(self, frame: bytes, at_ms: int | None = None) -> None:
+        """The hub writes an ack frame to this device (GATT write) at at_ms (default now)."""
+        self._rx.append((self.now_ms if at_ms is None else at_ms, bytes(frame)))
+        self._rx.sort(key=lambda x: x[0])
+
+    def set_battery(self, mv: int, over_ms: int = 0) -> None:
+        """Battery voltage goes to mv, linearly over over_ms of device time (0 = at once)."""
+        start = self.battery_at(self.now_ms)
+        self._ramp = (self.now_ms, start, self.now_ms + over_ms, mv) if over_ms > 0 else None
+        self.battery_mv = mv
+
+    def battery_at(self, t: int) -> int:
+        if self._ramp is None:
+            return self.battery_mv
+        t0, v0, t1, v1 = self._ramp
+        if t >= t1:
+            return v1
+        return v0 + (v1 - v0) * (max(t, t0) - t0) // (t1 - t0)
+
+    def hang_next_call(self, ms: int, op: str | None = None) -> None:
+        """The firmware's next board call (of kind op, e.g. "adv", "i2c_read") takes ms: a
+        stuck bus or driver. The watchdog resets the board if it runs and ms exceeds it."""
+        self._hang_ms = ms
+        self._hang_op = op
 
     def indication(self) -> str:
         return self.indications[-1][1] if self.indications else "off"
@@ -206,14 +281,34 @@ class VirtualBoard:
         if self.halted:
             return
         while True:
+            fresh = self._pending is None
             req = self._pending if self._pending is not None else self._read()
             self._pending = None
             op = req["op"]
+            if (fresh and self._hang_ms and op not in ("halt", "crash")
+                    and self._hang_op in (None, op)):
+                hang, self._hang_ms = self._hang_ms, 0
+                if self._wdt_ms is not None and hang > self._wdt_ms:
+                    self._set_time(self._wdt_fed + self._wdt_ms)
+                    self._reset("watchdog")
+                    continue
+                self._set_time(self.now_ms + hang)
             if op in ("wait", "deep_sleep"):
-                ms = req.get("ms")
-                deadline = math.inf if ms is None else self.now_ms + int(ms)
+                if "_deadline" not in req:  # fixed when the call is made, not when resumed
+                    ms = req.get("ms")
+                    req["_deadline"] = math.inf if ms is None else self.now_ms + int(ms)
+                deadline = req["_deadline"]
                 horizon = min(deadline, until)
-                edge = self._apply_edges_until(int(min(horizon, 2**62)), req.get("pins", []))
+                pins = req.get("pins", [])
+                t_int = self.accel.next_int1_rise(self.now_ms) if ACCEL_INT in pins else None
+                if t_int is not None and t_int <= horizon:
+                    edge = self._apply_edges_until(t_int, pins)
+                    if edge is None:
+                        self._set_time(t_int)
+                        self._finish_wait(op, ACCEL_INT)
+                        continue
+                else:
+                    edge = self._apply_edges_until(int(min(horizon, 2**62)), pins)
                 if edge is not None:
                     self._set_time(edge.t_ms)
                     self._finish_wait(op, edge.pin)
@@ -239,22 +334,47 @@ class VirtualBoard:
         if op == "deep_sleep":
             self._wake = ("pin", pin) if pin else ("timer", None)
             self._adv_active = None
+            self._wdt_ms = None  # deep sleep resets the chip, and the watchdog with it
+        else:
+            self._wdt_fed = self.now_ms  # the board's idle loop feeds it (board_esp32.wait)
         self._reply({"pin": pin, "t": self.now_ms})
+
+    def _reset(self, reason: str) -> None:
+        """A chip reset while the firmware is inside a board call: RTC memory survives."""
+        self._wake = (reason, None)
+        self._adv_active = None
+        self._wdt_ms = None
+        self._reply({"_reset": reason})
+
+    def _level(self, name: str) -> int:
+        if name == ACCEL_INT:
+            self.accel.sync(self.now_ms)
+            return self.accel.int1()
+        return self.levels.get(name, 0)
 
     def _immediate(self, op: str, req: dict[str, Any]) -> dict[str, Any]:
         if op == "boot":
             kind, pin = self._wake
+            self._boot_ms = self.now_ms
+            self.boots.append((self.now_ms, kind))
             return {"wake": kind, "pin": pin}
+        if op == "configure":
+            self.pin_map = dict(req.get("pins", {}))
+            return {}
         if op == "ticks":
-            return {"t": self.now_ms}
+            return {"t": self.now_ms - self._boot_ms}
+        if op == "clock":
+            return {"t": self.now_ms - self._power_on_ms}
         if op == "pin":
             self._apply_edges_until(self.now_ms, ())
-            return {"v": self.levels.get(req["name"], 0)}
+            return {"v": self._level(req["name"])}
         if op == "battery":
-            return {"mv": self.battery_mv}
+            return {"mv": self.battery_at(self.now_ms)}
         if op == "charging":
-            return {"v": self.is_charging}
+            self._apply_edges_until(self.now_ms, ())
+            return {"v": bool(self.is_charging or self.levels.get("charge", 0))}
         if op == "adv":
+            self._connectable = bool(req.get("connectable"))
             if req["data"] is None:
                 self._adv_active = None
             else:
@@ -264,6 +384,21 @@ class VirtualBoard:
                 self._emit(adv)
                 self._next_repeat = self.now_ms + self.repeat_ms
             return {}
+        if op == "receive":
+            return {"frames": [f.hex() for f in self._receive(int(req["ms"]))]}
+        if op == "wdt":
+            self._wdt_ms, self._wdt_fed = int(req["ms"]), self.now_ms
+            return {}
+        if op == "wdt_feed":
+            self._wdt_fed = self.now_ms
+            return {}
+        if op in ("i2c_read", "i2c_write"):
+            if req["addr"] != self.accel.ADDRESS:
+                return {"error": "ENODEV: no device at 0x%02x" % req["addr"]}
+            if op == "i2c_write":
+                self.accel.write(req["reg"], bytes.fromhex(req["data"]), self.now_ms)
+                return {}
+            return {"data": self.accel.read(req["reg"], int(req["n"]), self.now_ms).hex()}
         if op == "scan":
             frames = self.radio.hub_frames() if self.radio is not None else []
             self._set_time(self.now_ms + int(req["ms"]))
@@ -281,6 +416,33 @@ class VirtualBoard:
             enc = Cipher(algorithms.AES(bytes.fromhex(req["key"])), modes.ECB()).encryptor()
             return {"out": (enc.update(bytes.fromhex(req["block"])) + enc.finalize()).hex()}
         raise BoardCrashed(f"unknown board call {op!r}")
+
+
+    def _air_frames(self) -> list[bytes]:
+        if self.radio is None or not self._connectable or self._adv_active is None:
+            return []  # a GATT write needs the device advertising connectable
+        mine = self.mac.replace(":", "").upper()
+        new = []
+        for mac, data in self.radio.hub_frames():
+            if mac.replace(":", "").upper() == mine and data not in self._air_seen:
+                self._air_seen.add(data)
+                new.append(data)
+        return new
+
+    def _receive(self, ms: int) -> list[bytes]:
+        """Frames due by now, else wait (virtual time) for the first one up to ms."""
+        got = self._air_frames()
+        due = [f for t, f in self._rx if t <= self.now_ms + (0 if got else ms)]
+        if not got and due:
+            first = self._rx[0][0]
+            self._set_time(max(self.now_ms, first))
+            due = [f for t, f in self._rx if t <= self.now_ms]
+        elif not got:
+            self._set_time(self.now_ms + ms)
+        if not self._connectable:
+            due = []  # written while we were not listening: the hub gets a failed write
+        self._rx = [(t, f) for t, f in self._rx if t > self.now_ms]
+        return got + due
 
 
 def node_available() -> bool:

@@ -54,6 +54,36 @@ function copyTree(src, dst) {
 copyTree(flashDir, "/flash");
 mp.FS.chdir("/flash");
 
+// Flash survives power loss: mirror every file the firmware writes, renames or deletes under
+// /flash back to FLASH_DIR, which the host boots the next power-on from. RTC memory lives on
+// the host and is wiped at power loss; the in-memory FS survives deep sleep (same process).
+function hostPath(p) {
+  const abs = p.startsWith("/") ? p : mp.FS.cwd() + "/" + p;
+  return abs.startsWith("/flash/") ? path.join(flashDir, abs.slice("/flash/".length)) : null;
+}
+const fsClose = mp.FS.close.bind(mp.FS);
+mp.FS.close = (stream) => {
+  const written = (stream.flags & 3) !== 0 && stream.path;
+  const r = fsClose(stream);
+  const hp = written ? hostPath(stream.path) : null;
+  if (hp) fs.writeFileSync(hp, mp.FS.readFile(stream.path));
+  return r;
+};
+const fsRename = mp.FS.rename.bind(mp.FS);
+mp.FS.rename = (a, b) => {
+  const r = fsRename(a, b);
+  const ha = hostPath(a), hb = hostPath(b);
+  if (ha && hb && fs.existsSync(ha)) fs.renameSync(ha, hb);
+  return r;
+};
+const fsUnlink = mp.FS.unlink.bind(mp.FS);
+mp.FS.unlink = (p) => {
+  const r = fsUnlink(p);
+  const hp = hostPath(p);
+  if (hp && fs.existsSync(hp)) fs.unlinkSync(hp);
+  return r;
+};
+
 try {
   mp.runPython(`
 import sys

@@ -1,0 +1,85 @@
+# Wearable fall detector: LIS3DH at 50 Hz into its FIFO, INT1 at the watermark; the ESP32
+# light-sleeps between bursts (the detector's state stays in RAM) and feeds each sample to
+# FallDetector (fall_detector.py, its own issue). A fall or the alarm button raises an alarm
+# with acknowledgement (alarm.py). On the charger it is not worn: sensor off, deep sleep.
+import alarm
+import device
+import lis3dh
+from fall_detector import FallDetector
+
+from protocols import bthome
+
+RATE_HZ = 50  # what the detector is tuned for
+SAMPLE_MS = 1000 // RATE_HZ
+WATERMARK = 24  # wake every 25 samples (0.5 s): below the 32-sample FIFO, with margin
+WAKE = ("button", "charge", "accel_int")
+
+
+def status(dev, trigger):
+    dev.state["chg"] = 1 if dev.board.charging() else 0
+    dev.send([], trigger=trigger, burst_ms=device.HEARTBEAT_BURST_MS, watch=("button",))
+    return "button" in dev.changed and dev.board.pin("button")
+
+
+def run(dev):
+    board = dev.board
+    reason, pin = board.wake_reason()
+    cfg = dev.cfg.get("i2c", {})
+    acc = lis3dh.LIS3DH(board.i2c(), cfg.get("addr", 0x18))
+    pend = alarm.pending(dev)
+    pressed = reason == "pin" and pin == "button"
+    charging = board.charging()
+    if not pressed and (reason == "power_on" or dev.state.get("chg") != int(charging)):
+        pressed = status(dev, trigger=reason != "timer")
+    if pressed:
+        pend = alarm.on_press(dev, pend)
+    if pend is not None:
+        acc.power_down()  # the alarm is what matters now; sampling resumes after it
+        next_ms = alarm.follow(dev, pend)
+        if alarm.pending(dev) is not None:
+            dev.sleep(("button", "charge"), next_ms)
+    if charging:
+        acc.power_down()
+        board.indicate("off")
+        dev.sleep(("button", "charge"))
+    if dev.heartbeat_due():
+        status(dev, trigger=False)
+    watch(dev, acc)
+
+
+def watch(dev, acc):
+    """Sample and detect until something needs a deep sleep (charger, an alarm retry)."""
+    board = dev.board
+    while True:
+        det = FallDetector(rate_hz=RATE_HZ)
+        acc.start(RATE_HZ, 16, WATERMARK)
+        t = 0
+        pend = None
+        while pend is None:
+            left = dev.state["hb_due"] - dev.clock() if "hb_due" in dev.state else 0
+            pin = board.wait(max(0, left), WAKE)
+            board.watchdog_feed()
+            if pin == "accel_int" or board.pin("accel_int"):
+                for x, y, z in acc.read_fifo():
+                    t += SAMPLE_MS
+                    event = det.feed(t, x, y, z)
+                    if event is not None and pend is None:
+                        board.log("fall: %r" % (event,))
+                        pend = alarm.start(dev, [(bthome.FALL, 1)])
+            pressed = pin == "button" and board.pin("button")
+            if pin == "charge" and board.charging():
+                status(dev, trigger=True)
+                acc.power_down()
+                board.indicate("off")
+                dev.sleep(("button", "charge"))
+            if pend is None and not pressed and dev.heartbeat_due():
+                pressed = status(dev, trigger=False)
+            if pressed:
+                pend = alarm.on_press(dev, alarm.pending(dev))
+                if pend is None:  # a cancel: nothing to follow, go on sampling
+                    break
+        if pend is not None:
+            acc.power_down()  # the alarm is what matters now; sampling resumes after it
+            next_ms = alarm.follow(dev, pend)
+            if alarm.pending(dev) is not None:
+                dev.sleep(("button", "charge"), next_ms)

@@ -1,0 +1,84 @@
+"""Commands from the response centre over MQTT: `mute` (staff on a visit) and `ack`.
+
+They arrive on tryggheim/v1/<site>/command, on the hub's existing MQTT connection. Who may
+publish there is the broker's ACL, per site (docs/ADMIN.md); the hub in addition accepts
+only the commands its site allows ([admin] remote_commands, none by default), only for its
+own site, each id once, and audits every command it accepts or refuses.
+
+Payload: {"schema": 1, "kind": "command", "id": "...", "site": "<site>",
+          "command": "mute", "minutes": 30, "door": "door-1"?, "by": "<operator>"}
+         {"schema": 1, "kind": "command", "id": "...", "site": "<site>",
+          "command": "ack", "alarm_id": "...", "by": "<operator>"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+
+import paho.mqtt.client as mqtt
+
+from protocols import mqtt_schema
+
+log = logging.getLogger(__name__)
+
+
+def command_topic(site: str) -> str:
+    return f"{mqtt_schema.TOPIC_ROOT}/{site}/command"
+
+
+class CommandListener:
+    def __init__(self, client: mqtt.Client, site: str,
+                 handler: Callable[[dict[str, Any]], None]) -> None:
+        self.client = client
+        self.site = site
+        self.topic = command_topic(site)
+        self.handler = handler
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._seen: deque[str] = deque(maxlen=256)
+        self.received = 0
+
+    def attach(self) -> None:
+        """Subscribe on every (re)connect, next to what the MQTT link itself does there.
+        The link owns the client; this only chains its on_connect and adds a topic handler."""
+        self._loop = asyncio.get_running_loop()
+        previous = self.client.on_connect
+
+        def on_connect(client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any) -> None:
+            if previous is not None:
+                cast(Any, previous)(client, userdata, flags, rc, props)
+            if not rc.is_failure:
+                client.subscribe(self.topic, qos=1)
+
+        self.client.on_connect = on_connect
+        self.client.message_callback_add(self.topic, self._on_message)
+        if self.client.is_connected():
+            self.client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            cmd = json.loads(msg.payload)
+        except ValueError:
+            cmd = None
+        if not isinstance(cmd, dict) or cmd.get("kind") != "command":
+            log.warning("ignored a malformed command on %s", msg.topic)
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._deliver, cmd)
+
+    def _deliver(self, cmd: dict[str, Any]) -> None:
+        cid = str(cmd.get("id", ""))
+        if cid and cid in self._seen:
+            return  # QoS 1 may deliver twice
+        if cid:
+            self._seen.append(cid)
+        self.received += 1
+        try:
+            self.handler(cmd)
+        except Exception:
+            log.exception("command %s failed", cid)

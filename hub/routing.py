@@ -1,0 +1,85 @@
+"""Alarm routing: which messages go to which receiver (response centre, relatives, ...).
+
+Privacy by default: only alarms (care and technical, with their clears) and status leave the
+home, to the response centre on the standard topics. Events (charging notices and the like)
+stay in the local event log unless a route sends them somewhere. Routes named "centre"
+replace that default selection for the response centre. Every other receiver gets a copy, on
+its own topic and with its own message id (`<id>@<receiver>`, the alarm id unchanged), only
+of what its route selects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from hub.rules.outgoing import Outgoing
+from hub.tomlcheck import Reader
+from protocols import mqtt_schema
+
+CENTRE = "centre"
+DEFAULT_CENTRE_KINDS = frozenset({"alarm", "alarm_cleared", "technical_alarm", "status"})
+
+
+@dataclass(frozen=True)
+class Route:
+    receiver: str
+    kinds: frozenset[str] = frozenset()  # empty = every kind
+    types: frozenset[str] = frozenset()  # empty = every type
+    max_priority: int = 9  # only as urgent as this or more (1 = most urgent)
+
+    def matches(self, out: Outgoing) -> bool:
+        return ((not self.kinds or out.kind in self.kinds)
+                and (not self.types or str(out.payload.get("type")) in self.types)
+                and out.priority <= self.max_priority)
+
+
+def receiver_topic(site: str, receiver: str, kind: str) -> str:
+    if receiver == CENTRE:
+        return str(mqtt_schema.topic(site, kind))
+    return f"{mqtt_schema.TOPIC_ROOT}/{site}/to/{receiver}/{kind}"
+
+
+def route(site: str, routes: Iterable[Route], out: Outgoing) -> list[tuple[str, Outgoing]]:
+    """(topic, message) for every receiver that gets `out`."""
+    routes = list(routes)
+    result: list[tuple[str, Outgoing]] = []
+    centre = [r for r in routes if r.receiver == CENTRE] or [Route(CENTRE, DEFAULT_CENTRE_KINDS)]
+    if any(r.matches(out) for r in centre):
+        result.append((receiver_topic(site, CENTRE, out.kind), out))
+    seen: set[str] = set()
+    for r in routes:
+        if r.receiver == CENTRE or r.receiver in seen or not r.matches(out):
+            continue
+        seen.add(r.receiver)
+        payload = {**out.payload, "id": f"{out.msg_id}@{r.receiver}", "receiver": r.receiver}
+        result.append((receiver_topic(site, r.receiver, out.kind), replace(out, payload=payload)))
+    return result
+
+
+def parse_routes(tables: list[dict[str, Any]], r: Reader, prefix: str = "route") -> tuple[Route, ...]:
+    kinds_ok = set(mqtt_schema.KINDS) - {"hub"}
+    routes: list[Route] = []
+    for i, t in enumerate(tables):
+        where = f"{prefix}[{i}]"
+        r.unknown(t, where, {"receiver", "kinds", "types", "max_priority"})
+        name = r.get(t, where, "receiver", str)
+        if name is not None and not (name.replace("-", "").replace("_", "").isalnum()
+                                     and name.isascii()):
+            r.error(f"{where}.receiver", f"{name!r}: use letters, digits, - and _ (it is part"
+                    " of the MQTT topic)")
+            name = None
+        kinds = r.get(t, where, "kinds", list, [])
+        for j, k in enumerate(kinds):
+            if k not in kinds_ok:
+                r.error(f"{where}.kinds[{j}]", f"{k!r} is not one of {', '.join(sorted(kinds_ok))}")
+        types = r.get(t, where, "types", list, [])
+        for j, ty in enumerate(types):
+            if not isinstance(ty, str):
+                r.error(f"{where}.types[{j}]", "expected a message type name")
+        prio = r.number(t, where, "max_priority", 9, 1, 9)
+        if name is not None:
+            routes.append(Route(name, frozenset(map(str, kinds)), frozenset(map(str, types)),
+                                prio))
+    return tuple(routes)

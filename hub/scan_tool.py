@@ -1,0 +1,201 @@
+"""`tryggheim scan`: what an installer needs to see in the home before leaving it.
+
+Listens for N seconds and lists every Tryggheim (BTHome) device nearby: who it is in the
+configuration (id, role, room), how well the hub hears it (RSSI now, average, weakest), its
+battery, whether the hub holds its key and its adverts decrypt with it. Configured devices that
+were not heard are listed too: a pendant missing from this list is one whose alarm nobody hears.
+The table is built from adverts (pure, tested without a radio); `scan()` feeds it from a radio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.config import Device, HubConfig
+from hub.decode import inspect
+from hub.radio import Advert, Scanner
+
+GOOD_DBM = -75  # comfortable margin for a body-worn pendant turning away from the hub
+WEAK_DBM = -85  # adverts start to go missing; move the hub or the device
+
+
+@dataclass
+class Seen:
+    mac: str
+    rssi: int
+    rssi_sum: int = 0
+    rssi_min: int = 0
+    adverts: int = 0
+    last: dict[str, Any] = field(default_factory=dict)  # hub.decode.inspect() of the last advert
+    decrypt_failures: int = 0
+
+
+class ScanTable:
+    def __init__(self, devices: dict[str, Device] | None = None,
+                 keys: dict[str, bytes] | None = None) -> None:
+        self.devices = {d.mac: d for d in (devices or {}).values()}
+        self.keys = keys or {}
+        self.seen: dict[str, Seen] = {}
+
+    def add(self, advert: Advert) -> None:
+        s = self.seen.get(advert.mac)
+        if s is None:
+            s = self.seen[advert.mac] = Seen(advert.mac, advert.rssi, rssi_min=advert.rssi)
+        s.rssi = advert.rssi
+        s.rssi_sum += advert.rssi
+        s.rssi_min = min(s.rssi_min, advert.rssi)
+        s.adverts += 1
+        dev = self.devices.get(advert.mac)
+        if dev is not None:
+            candidates = {dev.id: self.keys[dev.id]} if dev.id in self.keys else {}
+        else:
+            # An unknown address whose adverts open with a configured key: a device whose
+            # MAC was typed wrong in the configuration.
+            candidates = self.keys
+        result = inspect(advert.service_data, advert.mac, candidates)
+        if "error" in result and result.get("encrypted"):
+            s.decrypt_failures += 1
+        s.last = result
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for mac, s in self.seen.items():
+            dev = self.devices.get(mac)
+            avg = s.rssi_sum / s.adverts
+            last = s.last
+            if not last.get("encrypted"):
+                decrypt = "plain"
+            elif last.get("mic_verified"):
+                decrypt = "ok"
+            elif dev is not None and dev.id not in self.keys:
+                decrypt = "no key"
+            else:
+                decrypt = "fails"
+            notes = []
+            if avg < WEAK_DBM:
+                notes.append("weak signal: move the hub or the device closer")
+            elif avg < GOOD_DBM:
+                notes.append("marginal signal")
+            if dev is None and last.get("key_of"):
+                notes.append(f"decrypts with the key of {last['key_of']}: is its MAC wrong "
+                             "in the configuration?")
+            if dev is not None and decrypt == "fails":
+                notes.append("key does not match the device: re-provision it")
+            if dev is not None and decrypt == "plain":
+                notes.append("device sends unencrypted adverts: the hub will drop them")
+            rows.append({
+                "mac": mac,
+                "id": dev.id if dev else None,
+                "role": dev.role if dev else None,
+                "room": dev.room if dev else None,
+                "configured": dev is not None,
+                "heard": True,
+                "rssi": s.rssi,
+                "rssi_avg": round(avg, 1),
+                "rssi_min": s.rssi_min,
+                "adverts": s.adverts,
+                "battery": last.get("values", {}).get("battery"),
+                "key": (dev.id in self.keys) if dev else None,
+                "decrypt": decrypt,
+                "notes": notes,
+            })
+        for mac, dev in self.devices.items():
+            if mac not in self.seen:
+                rows.append({
+                    "mac": mac, "id": dev.id, "role": dev.role, "room": dev.room,
+                    "configured": True, "heard": False, "rssi": None, "rssi_avg": None,
+                    "rssi_min": None, "adverts": 0, "battery": None, "key": dev.id in self.keys,
+                    "decrypt": None,
+                    "notes": ["not heard: check that it is powered and within range"],
+                })
+        # Configured devices first, then the strongest signal.
+        rows.sort(key=lambda r: (not r["configured"], -(r["rssi_avg"] or -999)))
+        return rows
+
+    def all_ok(self) -> bool:
+        return all(r["heard"] and r["decrypt"] == "ok" and (r["rssi_avg"] or -999) >= WEAK_DBM
+                   for r in self.rows() if r["configured"])
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    head = ("MAC", "ID", "ROLE", "ROOM", "RSSI", "AVG", "MIN", "ADV", "BATT", "KEY", "DECRYPT")
+    table = [head]
+    for r in rows:
+        def opt(v: Any) -> str:
+            return "-" if v is None else str(v)
+
+        key = "-" if r["key"] is None else ("yes" if r["key"] else "NO")
+        batt = "-" if r["battery"] is None else f"{r['battery']}%"
+        table.append((r["mac"], opt(r["id"]) if r["configured"] else "(not ours)",
+                      opt(r["role"]), opt(r["room"]), opt(r["rssi"]), opt(r["rssi_avg"]),
+                      opt(r["rssi_min"]), str(r["adverts"]), batt, key,
+                      opt(r["decrypt"]) if r["heard"] else "NOT HEARD"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in table]
+    for r in rows:
+        for note in r["notes"]:
+            lines.append(f"{r['mac']} {r['id'] or ''}: {note}".replace("  ", " "))
+    return "\n".join(lines)
+
+
+async def scan(radio: Scanner, seconds: float, table: ScanTable) -> None:
+    await radio.start(table.add)
+    try:
+        await asyncio.sleep(seconds)  # listening for a while is the point of this tool
+    finally:
+        await radio.stop()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seconds", type=float, default=15.0,
+                   help="how long to listen (default 15; heartbeats may be minutes apart, "
+                        "so press the pendant's button during the scan)")
+    p.add_argument("--config", help="hub configuration: names devices and checks their keys")
+    p.add_argument("--adapter", help="Bluetooth adapter (default: from the config, or hci0)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(func=cmd_scan)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from hub import config, keys
+    from hub.clock import SystemClock
+    from hub.radio_bleak import BleakRadio, BleakSettings
+
+    cfg: HubConfig | None = None
+    key_map: dict[str, bytes] = {}
+    if args.config:
+        try:
+            cfg = config.load(args.config)
+        except config.ConfigError as e:
+            print(f"tryggheim scan: configuration is not valid:\n{e}", file=sys.stderr)
+            return 2
+        try:
+            key_map = keys.load(cfg.keys_file)
+        except config.ConfigError as e:
+            print(f"tryggheim scan: keys not usable, decryption is not checked:\n{e}",
+                  file=sys.stderr)
+    adapter = args.adapter or (cfg.radio.adapter if cfg else "hci0")
+    mode = cfg.radio.scan_mode if cfg else "auto"
+    table = ScanTable(cfg.devices if cfg else None, key_map)
+    # provisioned=None: list every BTHome device, not only ours.
+    radio = BleakRadio(SystemClock(), BleakSettings(adapter=adapter, scan_mode=mode))
+    asyncio.run(scan(radio, args.seconds, table))
+    rows = table.rows()
+    if args.json:
+        print(json.dumps({"adapter": adapter, "mode": radio.mode, "devices": rows}, indent=2))
+    else:
+        if radio.mode is None:
+            print(f"tryggheim scan: could not scan on {adapter} (see docs/INSTALL.md)",
+                  file=sys.stderr)
+        else:
+            print(f"Scanned {args.seconds:g} s on {adapter} ({radio.mode} scanning).")
+        print(render(rows) if rows else "No Tryggheim devices heard.")
+    if radio.mode is None:
+        return 2
+    return 0 if table.all_ok() else 1

@@ -1,0 +1,58 @@
+"""Device tests on the device-under-test interface (tools/dut.py).
+
+`dut(config, **board)` starts a device running the real firmware and stops it after the
+test. The backend is the virtual board (real MicroPython in WebAssembly, virtual time); a
+real-board backend plugs in here (HIL_PORT) without changing the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import requires_node
+from tools import hil_serial
+from tools.hil_serial import pytest_runtest_makereport  # noqa: F401  (serial log on failure)
+from tools.vboard import VirtualBoard
+
+KEY = "00112233445566778899aabbccddeeff"
+MAC = "C0:FF:EE:00:00:42"
+
+DutFactory = Callable[..., VirtualBoard]
+
+
+def device_config(role: str, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"id": f"{role}-1", "role": role, "key": KEY, "heartbeat_s": 600}
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture
+def dut(request: pytest.FixtureRequest) -> Iterator[DutFactory]:
+    started: list[VirtualBoard] = []
+    request.node.hil_duts = started  # their logs go into a failing test's report
+
+    def make(config: dict[str, Any] | None, **board: Any) -> VirtualBoard:
+        if hil_serial.hil_port():  # the real board on HIL_PORT (docs/INSTALLER.md)
+            real = hil_serial.make_board(config, **board)
+            started.append(real)  # type: ignore[arg-type]
+            return real.start()  # type: ignore[return-value]
+        board.setdefault("mac", MAC)
+        b = VirtualBoard(config, **board)
+        started.append(b)
+        return b.start()
+
+    try:
+        yield make
+    finally:
+        for b in started:
+            b.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/hil/" in str(item.fspath):
+            item.add_marker(pytest.mark.hil)
+            item.add_marker(requires_node)

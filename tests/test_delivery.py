@@ -1,0 +1,396 @@
+"""Delivery against a real Mosquitto: receipts, outages, crashes, auth and TLS.
+
+Each test starts its own broker on a free loopback port. The hub is the real Hub (see
+tests/test_delivery_support.py); the response centre is tools/response_centre.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub import config
+from tests.conftest import requires_mosquitto
+from tests.test_delivery_support import (
+    SITE,
+    make_hub,
+    open_for_broker,
+    outgoing,
+    running,
+    until,
+    wait_sync,
+    write_config,
+)
+from tools.mosquitto import Mosquitto, make_tls
+from tools.netns import NetNs
+from tools.response_centre import ResponseCentre
+
+pytestmark = requires_mosquitto
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return open_for_broker(tmp_path)
+
+
+def test_alarm_is_done_at_the_receipt_not_at_the_puback(workdir: Path) -> None:
+    async def main() -> None:
+        with Mosquitto(workdir / "broker") as broker:
+            centre = ResponseCentre("127.0.0.1", broker.port, receipts=False).start()
+            hub = make_hub(write_config(workdir, broker.port))
+            delivered: list[tuple[str, dict[str, Any]]] = []
+            hub.on_delivered.append(lambda i, p: delivered.append((i, p)))
+            try:
+                async with running(hub):
+                    await hub.emit(outgoing("alarm", "a1"))
+                    await hub.emit(outgoing("status", "s1"))
+                    await until(lambda: {"a1", "s1"} <= centre.seen_ids, what="both arrive")
+                    # Telemetry left at PUBACK; the alarm stays, and goes again with its id.
+                    await until(lambda: hub.outbox.ids() == ["a1"], what="status removed")
+                    await until(lambda: centre.duplicates >= 1, what="re-published alarm")
+                    assert hub.link.republished >= 1 and delivered == []
+                    centre.receipts = True  # the next copy gets its receipt
+                    await until(lambda: delivered, what="receipt")
+                    assert delivered[0][0] == "a1" and delivered[0][1]["kind"] == "alarm"
+                    await until(lambda: hub.outbox.depth() == 0, what="outbox empty")
+                    assert centre.ids() == ["a1", "s1"]
+            finally:
+                centre.stop()
+
+    asyncio.run(main())
+
+
+def test_broker_down_alarms_kept_then_all_delivered_alarms_first_in_order(
+    workdir: Path,
+) -> None:
+    async def main() -> None:
+        broker = Mosquitto(workdir / "broker").start()
+        # A plain subscription: Mosquitto 2.0 does not restore shared subscriptions from its
+        # persistence after a restart, so telemetry (which has no receipt) published before
+        # a shared consumer is back would be lost. Alarms are not: see the SIGKILL test.
+        centre = ResponseCentre("127.0.0.1", broker.port, group=None).start()
+        hub = make_hub(write_config(workdir, broker.port))
+        try:
+            async with running(hub):
+                await until(lambda: hub.link.connected, what="connected")
+                broker.stop()
+                await until(lambda: not hub.link.connected, what="hub notices")
+                for i in range(30):
+                    await hub.emit(outgoing("status", f"s{i:02}"))
+                    await hub.emit(outgoing("alarm", f"a{i:02}"))
+                assert hub.outbox.depth() == 60
+                broker.start()  # same port, same persistence
+                await until(lambda: hub.outbox.depth() == 0, 30, "all delivered")
+                await until(lambda: len(centre.seen_ids) == 60, 30,
+                            lambda: f"all received, got {sorted(centre.seen_ids)}")
+        finally:
+            centre.stop()
+            broker.close()
+        got = centre.ids()
+        alarms = [i for i in got if i[0] == "a"]
+        status = [i for i in got if i[0] == "s"]
+        assert alarms == [f"a{i:02}" for i in range(30)]
+        assert status == [f"s{i:02}" for i in range(30)]
+        assert got.index("a29") < got.index("s00")  # after the outage, alarms first
+
+    asyncio.run(main())
+
+
+def test_broker_sigkill_after_puback_alarms_reach_the_consumer(workdir: Path) -> None:
+    """Mosquitto acknowledges and loses what it had not saved yet; no receipt -> sent again."""
+
+    async def main() -> None:
+        # Persistence is saved only at a clean exit: a SIGKILL loses everything since start.
+        broker = Mosquitto(workdir / "broker", autosave_interval=3600).start()
+        centre = ResponseCentre("127.0.0.1", broker.port, client_id="rc-kill").start()
+        centre.stop()  # away: its persistent session queues the alarms in the broker
+        hub = make_hub(write_config(workdir, broker.port))
+        try:
+            async with running(hub):
+                for i in range(5):
+                    await hub.emit(outgoing("alarm", f"k{i}"))
+                await until(lambda: hub.link.published >= 5, what="PUBACKs")
+                broker.kill()
+                broker.start()
+                centre = ResponseCentre("127.0.0.1", broker.port, client_id="rc-kill").start()
+                want = {f"k{i}" for i in range(5)}
+                await until(lambda: want <= centre.seen_ids, 30, "alarms at the consumer")
+                await until(lambda: hub.outbox.depth() == 0, 30, "receipts")
+                assert hub.link.republished >= 5  # they came from the hub again
+        finally:
+            centre.stop()
+            broker.close()
+
+    asyncio.run(main())
+
+
+def test_wrong_password_is_named_and_the_hub_keeps_buffering(workdir: Path) -> None:
+    async def main() -> None:
+        users = {"hub-t": "right-pw", "centre": "centre-pw"}
+        with Mosquitto(workdir / "broker", users=users) as broker:
+            pw = workdir / "mqtt.pw"
+            pw.write_text("wrong-pw\n")
+            pw.chmod(0o600)
+            cfg = write_config(workdir, broker.port,
+                               extra_mqtt='username = "hub-t"\npassword_file = "mqtt.pw"\n')
+            hub = make_hub(cfg)
+            async with running(hub):
+                await hub.emit(outgoing("alarm", "p1"))
+                await until(lambda: hub.link.last_error, what="an error")
+                assert "refused" in str(hub.link.last_error)
+                assert "password" in str(hub.link.last_error)
+                assert hub.outbox.ids() == ["p1"] and not hub.link.connected
+            pw.write_text("right-pw\n")
+            centre = ResponseCentre("127.0.0.1", broker.port, username="centre",
+                                    password="centre-pw").start()
+            try:
+                async with running(make_hub(cfg)) as hub:
+                    await until(lambda: "p1" in centre.seen_ids, what="p1 at the consumer")
+                    await until(lambda: hub.outbox.depth() == 0, what="receipt")
+            finally:
+                centre.stop()
+
+    asyncio.run(main())
+
+
+def test_password_file_readable_by_others_is_a_config_error(workdir: Path) -> None:
+    pw = workdir / "mqtt.pw"
+    pw.write_text("secret\n")
+    pw.chmod(0o644)
+    cfg = write_config(workdir, 1883,
+                       extra_mqtt='username = "hub-t"\npassword_file = "mqtt.pw"\n')
+    with pytest.raises(config.ConfigError) as e:
+        config.load(cfg)
+    assert "mqtt.password_file" in str(e.value) and "readable by other users" in str(e.value)
+    assert str(cfg) in str(e.value)
+
+
+def test_tls_with_a_self_signed_ca_and_client_certificate(workdir: Path) -> None:
+    async def main() -> None:
+        tls = make_tls(workdir / "tls", client_cn="hub-t")
+        with Mosquitto(workdir / "broker", tls=tls, require_certificate=True) as broker:
+            extra = (f'tls_ca = "{tls.ca}"\ntls_cert = "{tls.client_cert}"\n'
+                     f'tls_key = "{tls.client_key}"\n')
+            # Hostname checking: connect by the name in the server certificate.
+            cfg = write_config(workdir, broker.port, host="localhost", extra_mqtt=extra)
+            centre = ResponseCentre("localhost", broker.port, tls_ca=str(tls.ca),
+                                    tls_cert=str(tls.client_cert),
+                                    tls_key=str(tls.client_key)).start()
+            try:
+                async with running(make_hub(cfg)) as hub:
+                    await hub.emit(outgoing("alarm", "t1"))
+                    await until(lambda: "t1" in centre.seen_ids, what="t1 at the consumer")
+                    await until(lambda: hub.outbox.depth() == 0, what="receipt")
+            finally:
+                centre.stop()
+            # A CA that did not sign the broker's certificate: a clear error, still buffering.
+            other = make_tls(workdir / "other-ca", ca_cn="someone-else")
+            extra_bad = extra.replace(str(tls.ca), str(other.ca))
+            bad = write_config(workdir / "bad", broker.port, host="localhost",
+                               extra_mqtt=extra_bad)
+            async with running(make_hub(bad)) as hub:
+                await hub.emit(outgoing("alarm", "t2"))
+                await until(lambda: hub.link.last_error, what="TLS error")
+                assert "not trusted" in str(hub.link.last_error)
+                assert "tls_ca" in str(hub.link.last_error)
+                assert hub.outbox.ids() == ["t2"]
+
+    asyncio.run(main())
+
+
+# -- the hub as a process: SIGKILL, will message --------------------------------------------
+class HubProcess:
+    def __init__(self, cfg: Path, log: Path, netns: NetNs | None = None) -> None:
+        self.log = open(log, "ab")
+        argv = [sys.executable, "-m", "tests.test_delivery_support", str(cfg)]
+        self.proc = subprocess.Popen(
+            netns.command(argv) if netns else argv,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT,
+        )
+        self.stored: list[str] = []
+        self.expect("ready")
+
+    def expect(self, word: str) -> str:
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                raise AssertionError(f"hub process ended before {word!r}")
+            if line.startswith("stored "):
+                self.stored.append(line.split()[1])
+            if line.startswith(word):
+                return line
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout.read().decode().splitlines():
+            if line.startswith("stored "):
+                self.stored.append(line.split()[1])
+        self.log.close()
+
+
+def test_hub_killed_after_store_before_puback_delivers_after_restart(workdir: Path) -> None:
+    broker = Mosquitto(workdir / "broker").start()
+    centre = ResponseCentre("127.0.0.1", broker.port).start()
+    cfg = write_config(workdir, broker.port)
+    hub = HubProcess(cfg, workdir / "hub.log")
+    try:
+        wait_sync(lambda: any(s.get("state") == "online" for s in centre.hub_states),
+                  what="hub online")
+        broker.pause()  # a black hole: no PUBACK can come
+        hub.send("alarm x1")
+        hub.expect("stored x1")  # acknowledged to the resident's device from here on
+        hub.kill()
+        broker.resume()
+        hub = HubProcess(cfg, workdir / "hub.log")
+        assert centre.wait_for({"x1"}, 30) == set()
+        hub.expect("delivered x1")
+    finally:
+        hub.kill()
+        centre.stop()
+        broker.close()
+
+
+def test_hub_state_is_retained_with_heartbeat_and_offline_when_killed(workdir: Path) -> None:
+    broker = Mosquitto(workdir / "broker").start()
+    centre = ResponseCentre("127.0.0.1", broker.port).start()
+    hub = HubProcess(write_config(workdir, broker.port, keepalive=1), workdir / "hub.log")
+    try:
+        wait_sync(lambda: len([s for s in centre.hub_states if s["state"] == "online"]) >= 2,
+                  what="heartbeats")
+        beat = [s for s in centre.hub_states if s["state"] == "online"][-1]
+        assert beat["_topic"] == f"tryggheim/v1/{SITE}/hub" and beat["hub"] == "hub-t"
+        assert beat["outbox"]["depth"] == 0 and "budget_bytes" in beat["outbox"]
+        assert beat["devices"]["configured"] == 0
+        hub.kill()
+        # The will: within 1.5 keepalives the broker says the hub is gone.
+        wait_sync(lambda: centre.hub_states[-1]["state"] == "offline", 10, "will message")
+        # A late subscriber sees the retained state at once.
+        late = ResponseCentre("127.0.0.1", broker.port, client_id="late").start()
+        wait_sync(lambda: late.hub_states, 5, "retained state")
+        assert late.hub_states[-1]["state"] == "offline"
+        late.stop()
+    finally:
+        hub.kill()
+        centre.stop()
+        broker.close()
+
+
+def test_network_cut_without_tcp_close_hub_notices_buffers_and_delivers(workdir: Path) -> None:
+    """Hub in its own network namespace behind a veth pair; the link goes down mid-burst."""
+    if not NetNs.available():
+        pytest.skip("network namespaces are not permitted here (needs CAP_NET_ADMIN)")
+    with NetNs() as net:
+        broker = Mosquitto(workdir / "broker", host=net.host_ip).start()
+        centre = ResponseCentre(net.host_ip, broker.port).start()
+        keepalive = 2
+        log = workdir / "hub.log"
+        hub = HubProcess(write_config(workdir, broker.port, host=net.host_ip,
+                                      keepalive=keepalive), log, net)
+        try:
+            wait_sync(lambda: any(s.get("state") == "online" for s in centre.hub_states),
+                      what="hub online")
+            hub.send("burst c 200")
+            hub.expect("stored c")
+            net.cut()  # mid-burst: no FIN, no RST, packets just vanish
+            t_cut = time.monotonic()
+            hub.expect("stored c199")  # storing never depends on the network
+            wait_sync(lambda: "MQTT disconnected" in log.read_text(), 4 * keepalive,
+                      "the hub noticing the cut")
+            noticed = time.monotonic() - t_cut
+            assert noticed <= 2 * keepalive + 1
+            for i in range(20):  # alarms raised while cut off
+                hub.send(f"alarm d{i}")
+            hub.expect("stored d19")
+            # The broker notices too: the hub's will says it is offline.
+            wait_sync(lambda: centre.hub_states[-1]["state"] == "offline", 4 * keepalive,
+                      "will message")
+            net.restore()
+            want = {f"c{i}" for i in range(200)} | {f"d{i}" for i in range(20)}
+            assert centre.wait_for(want, 40) == set()
+            wait_sync(lambda: centre.hub_states[-1]["state"] == "online", 20, "back online")
+        finally:
+            hub.kill()
+            centre.stop()
+            broker.close()
+
+
+def test_healthy_link_sends_each_message_once(workdir: Path) -> None:
+    """The window refills while acknowledgements are being written back: none goes twice."""
+
+    async def main() -> None:
+        with Mosquitto(workdir / "broker") as broker:
+            centre = ResponseCentre("127.0.0.1", broker.port, group=None).start()
+            hub = make_hub(write_config(workdir, broker.port, window=20))
+            try:
+                async with running(hub):
+                    await until(lambda: hub.link.connected, what="connected")
+                    await asyncio.gather(*(
+                        hub.emit(outgoing("status" if i % 10 else "alarm", f"h{i:04}"))
+                        for i in range(1500)))
+                    await until(lambda: len(centre.seen_ids) == 1500, 30, "all received")
+                    await until(lambda: hub.outbox.depth() == 0, 30, "outbox empty")
+                assert centre.duplicates == 0
+                for kind in ("alarm", "status"):  # in order within each priority
+                    got = [m["id"] for m in centre.all if m["kind"] == kind]
+                    assert got == sorted(got) and len(got) == (150 if kind == "alarm" else 1350)
+            finally:
+                centre.stop()
+
+    asyncio.run(main())
+
+
+ACL = (Path(__file__).resolve().parents[1] / "docs" / "DELIVERY.md").read_text().split(
+    "in Mosquitto\nsyntax:\n\n```\n")[1].split("```")[0]
+
+
+def test_documented_acl_lets_a_hub_write_only_its_site_and_read_its_receipts(
+    workdir: Path,
+) -> None:
+    async def main() -> None:
+        users = {SITE: "hub-pw", "response-centre": "rc-pw", "other-site": "x"}
+        with Mosquitto(workdir / "broker", users=users, acl=ACL) as broker:
+            pw = workdir / "mqtt.pw"
+            pw.write_text("hub-pw\n")
+            pw.chmod(0o600)
+            cfg = write_config(workdir, broker.port,
+                               extra_mqtt=f'username = "{SITE}"\npassword_file = "mqtt.pw"\n')
+            centre = ResponseCentre("127.0.0.1", broker.port, client_id="response-centre",
+                                    username="response-centre", password="rc-pw").start()
+            try:
+                async with running(make_hub(cfg)) as hub:
+                    await hub.emit(outgoing("alarm", "acl1"))
+                    await hub.emit(outgoing("status", "acl2"))
+                    await until(lambda: {"acl1", "acl2"} <= centre.seen_ids, what="delivery")
+                    await until(lambda: hub.outbox.depth() == 0, what="receipt came back")
+                    assert hub.link.rejected == 0
+            finally:
+                centre.stop()
+            # Another home's hub can neither forge receipts nor write this site.
+            forger = ResponseCentre("127.0.0.1", broker.port, client_id="forger", group=None,
+                                    username="other-site", password="x").start()
+            try:
+                acks: list[Any] = []
+                forger.client.on_publish = lambda c, u, mid, rc, p: acks.append(rc)
+                forger.send_receipt(SITE, ["acl1"])
+                forger.client.publish(f"tryggheim/v1/{SITE}/alarm", b"{}", qos=1)
+                wait_sync(lambda: len(acks) == 2, what="PUBACKs")
+                assert all(rc.is_failure and rc.value == 0x87 for rc in acks)
+            finally:
+                forger.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,229 @@
+"""Provisioning: device config from the pin map, and all-or-nothing registration with the hub
+(local files, and over SSH with a stand-in `ssh` that runs the remote command here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hub import config as hub_config
+from hub import keys as hub_keys
+from hub.clock import ManualClock
+from hub.counters import CounterStore
+from tools import provision
+from tools.provision import LocalHub, ProvisionError, Registration, SshHub
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HUB_TOML = """\
+# Hub at Storgata 1 (comment kept by registration)
+[site]
+id = "storgata-1"
+
+[hub]
+id = "hub-1"
+data_dir = "var"
+
+[radio]
+kind = "virtual"
+
+[[device]]
+id = "door-1"
+role = "door"
+mac = "C0:FF:EE:00:00:02"
+room = "hall"
+"""
+
+
+@pytest.fixture
+def hub_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "hub"
+    d.mkdir()
+    (d / "hub.toml").write_text(HUB_TOML)
+    hub_keys.write(d / "keys.toml", {"door-1": bytes(range(16))})
+    return d
+
+
+def reg(key: str | None = None, **kw: str) -> Registration:
+    fields = {"id": "pendant-1", "role": "pendant", "mac": "24:0a:c4:00:00:01", "room": "bedroom"}
+    fields.update(kw)
+    return Registration(key=key or provision.new_key(), **fields)
+
+
+def test_new_keys_are_128_bit_and_distinct() -> None:
+    keys = {provision.new_key() for _ in range(100)}
+    assert len(keys) == 100
+    assert all(re.fullmatch(r"[0-9a-f]{32}", k) for k in keys)
+
+
+def test_device_config_takes_pins_from_the_hardware_pin_map() -> None:
+    pinmap = json.loads((ROOT / "hardware" / "pinmap.json").read_text())
+    cfg = provision.device_config("pendant-1", "pendant", "00" * 16, "24:0a:c4:00:00:01")
+    assert cfg["pins"] == pinmap["roles"]["pendant"]["pins"]
+    assert cfg["mac"] == "24:0A:C4:00:00:01"
+    assert cfg["heartbeat_s"] == 600
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (("Pendant 1", "pendant", "00" * 16), "device id"),
+        (("p1", "toaster", "00" * 16), "role"),
+        (("p1", "pendant", "00" * 15), "key"),
+        (("p1", "pendant", "ZZ" * 16), "key"),
+    ],
+)
+def test_device_config_rejects_bad_input(args: tuple[str, str, str], problem: str) -> None:
+    with pytest.raises(ProvisionError, match=problem):
+        provision.device_config(*args)
+
+
+def test_heartbeat_outside_the_firmware_range_is_refused() -> None:
+    with pytest.raises(ProvisionError, match="heartbeat_s 30"):
+        provision.device_config("p1", "pendant", "00" * 16, heartbeat_s=30)
+
+
+def test_pin_map_problems_name_the_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "pinmap.json"
+    bad.write_text(json.dumps({"roles": {"door": {"pins": {"door": 77}}}}))
+    with pytest.raises(ProvisionError, match=r"pinmap.json: roles.door.pins.door: 77"):
+        provision.load_pinmap("door", bad)
+    with pytest.raises(ProvisionError, match="roles.pir.pins: missing"):
+        provision.load_pinmap("pir", bad)
+
+
+def test_counter_file_is_the_one_the_firmware_keeps() -> None:
+    m = re.search(r'^COUNTER_HWM_PATH = "([^"]+)"', (ROOT / "firmware" / "device.py").read_text(),
+                  re.M)
+    assert m is not None and m.group(1) == provision.COUNTER_FILE
+
+
+def test_config_edit_appends_new_device_and_keeps_everything_else() -> None:
+    out = provision.config_with_device(HUB_TOML, reg("00" * 16))
+    assert out.startswith(HUB_TOML)  # comments and other devices untouched
+    devices = tomllib.loads(out)["device"]
+    assert [d["id"] for d in devices] == ["door-1", "pendant-1"]
+    assert devices[1] == {"id": "pendant-1", "role": "pendant", "mac": "24:0A:C4:00:00:01",
+                          "room": "bedroom"}
+
+
+def test_config_edit_replaces_the_same_device_in_place() -> None:
+    out = provision.config_with_device(HUB_TOML, reg("00" * 16, id="door-1", role="door",
+                                                      mac="C0:FF:EE:00:00:09", room=""))
+    devices = tomllib.loads(out)["device"]
+    assert devices == [{"id": "door-1", "role": "door", "mac": "C0:FF:EE:00:00:09"}]
+    assert out.count("[[device]]") == 1
+
+
+def test_config_edit_quotes_names_safely() -> None:
+    out = provision.config_with_device(HUB_TOML, reg("00" * 16, room='Stue "øst"\n[x]'))
+    assert tomllib.loads(out)["device"][1]["room"] == 'Stue "øst"\n[x]'
+
+
+def test_local_registration_writes_config_keys_and_audit(hub_dir: Path) -> None:
+    r = reg()
+    LocalHub(hub_dir / "hub.toml", clock=ManualClock(1_790_000_000)).register(r)
+    cfg = hub_config.load(hub_dir / "hub.toml")
+    assert cfg.devices["pendant-1"].mac == "24:0A:C4:00:00:01"
+    assert cfg.devices["pendant-1"].room == "bedroom"
+    keys = hub_keys.load(hub_dir / "keys.toml")
+    assert keys["pendant-1"] == bytes.fromhex(r.key)
+    assert keys["door-1"] == bytes(range(16))  # others kept
+    assert stat.S_IMODE(os.stat(hub_dir / "keys.toml").st_mode) == 0o600
+    audit = [json.loads(x) for x in (hub_dir / "var" / "audit.log").read_text().splitlines()]
+    assert audit[-1]["action"] == "register_device" and audit[-1]["device"] == "pendant-1"
+    assert audit[-1]["time"].startswith("2026-09-21T")
+    assert audit[-1]["key_fingerprint"] == provision.fingerprint(r.key)
+    assert r.key not in (hub_dir / "var" / "audit.log").read_text()
+    assert not list(hub_dir.glob(".*.new"))
+
+
+def test_a_bad_registration_changes_nothing(hub_dir: Path) -> None:
+    before = {p.name: p.read_bytes() for p in hub_dir.iterdir() if p.is_file()}
+    with pytest.raises(ProvisionError, match=r"hub.toml:21: device\[1\].mac: .NOT-A-MAC. is not a MAC"):
+        LocalHub(hub_dir / "hub.toml").register(reg(mac="not-a-mac"))
+    after = {p.name: p.read_bytes() for p in hub_dir.iterdir() if p.is_file()}
+    assert after == before
+    assert not (hub_dir / "var" / "audit.log").exists()
+
+
+def test_an_invalid_hub_config_is_reported_before_anything(hub_dir: Path) -> None:
+    (hub_dir / "hub.toml").write_text(HUB_TOML + "\n[mqtt]\nport = 70000\n")
+    hub = LocalHub(hub_dir / "hub.toml")
+    with pytest.raises(ProvisionError, match="mqtt.port"):
+        hub.check()
+
+
+def test_rotating_a_key_makes_the_hub_forget_the_old_counter(hub_dir: Path) -> None:
+    hub = LocalHub(hub_dir / "hub.toml")
+    first = reg()
+    hub.register(first)
+    store = CounterStore(hub_dir / "var" / "counters.sqlite")
+    store.accept("pendant-1", 4242)
+    store.accept("door-1", 77)
+    store.close()
+    hub.register(first)  # same key again (re-flash, key kept): the counter must stay
+    store = CounterStore(hub_dir / "var" / "counters.sqlite")
+    assert store.last("pendant-1") == 4242
+    store.close()
+    hub.register(reg())  # new key
+    store = CounterStore(hub_dir / "var" / "counters.sqlite")
+    assert store.last("pendant-1") is None
+    assert store.last("door-1") == 77
+    store.close()
+    actions = [json.loads(x)["action"]
+               for x in (hub_dir / "var" / "audit.log").read_text().splitlines()]
+    assert actions == ["register_device", "register_device", "rotate_device_key"]
+
+
+def fake_ssh(tmp_path: Path, exit_code: int | None = None) -> Path:
+    """An `ssh` that runs the remote command on this machine, logging its argv."""
+    script = tmp_path / "ssh"
+    log = tmp_path / "ssh.log"
+    if exit_code is not None:
+        body = f'echo "ssh: connect to host $5 port 22: Connection refused" >&2\nexit {exit_code}\n'
+    else:
+        body = 'shift 4\nhost="$1"; shift\nexec sh -c "$*"\n'
+    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\n{body}')
+    script.chmod(0o755)
+    return script
+
+
+def test_registration_over_ssh_sends_the_key_on_stdin_only(hub_dir: Path, tmp_path: Path) -> None:
+    ssh = fake_ssh(tmp_path)
+    hub = SshHub("installer@hub.local", str(hub_dir / "hub.toml"),
+                 hub_command=f"{sys.executable} -m tools.provision", ssh=str(ssh))
+    hub.check()
+    r = reg()
+    hub.register(r)
+    assert hub_keys.load(hub_dir / "keys.toml")["pendant-1"] == bytes.fromhex(r.key)
+    assert "pendant-1" in hub_config.load(hub_dir / "hub.toml").devices
+    assert hub.key_fingerprint("pendant-1") == provision.fingerprint(r.key)
+    assert hub.key_fingerprint("nobody") is None
+    argv_log = (tmp_path / "ssh.log").read_text()
+    assert "installer@hub.local" in argv_log and "BatchMode=yes" in argv_log
+    assert r.key not in argv_log
+
+
+def test_remote_problems_come_back_with_the_hub_name(hub_dir: Path, tmp_path: Path) -> None:
+    hub = SshHub("hub.local", str(hub_dir / "hub.toml"),
+                 hub_command=f"{sys.executable} -m tools.provision", ssh=str(fake_ssh(tmp_path)))
+    with pytest.raises(ProvisionError, match=r"(?s)on the hub hub.local: .*hub.toml:21: device\[1\].mac"):
+        hub.register(reg(mac="nonsense"))
+    assert "pendant-1" not in hub_config.load(hub_dir / "hub.toml").devices
+
+
+def test_unreachable_hub_is_said_plainly(tmp_path: Path) -> None:
+    hub = SshHub("hub.local", "/etc/tryggheim/hub.toml", ssh=str(fake_ssh(tmp_path, 255)))
+    with pytest.raises(ProvisionError, match="hub unreachable: ssh hub.local: .*refused"):
+        hub.check()
+    missing = SshHub("hub.local", "/x", ssh=str(tmp_path / "no-such-ssh"))
+    with pytest.raises(ProvisionError, match="hub unreachable: .* is not installed"):
+        missing.check()

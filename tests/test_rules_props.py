@@ -1,0 +1,189 @@
+"""Property tests: for random event sequences and times, bed exit and wandering raise an alarm
+if and only if the stated condition holds, exactly once, at the right time, and clear right.
+
+The oracles below restate the rules from the issue in a different form (whole-history
+interval arithmetic in UTC), independent of the engine's incremental state. The engine is
+ticked on a 5-minute grid; events fall between ticks, so "alarm at the first tick at or after
+the deadline" has a single right answer.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+
+from hub.decode import Report
+from hub.rules import RuleEngine
+from hub.rules.settings import BedExitRule, RulesConfig, SilentRule, WanderingRule
+from hub.rules.windows import parse_window
+from tests.test_rules import DEVICES, counter_ids
+
+UTC = ZoneInfo("UTC")
+T0 = 1_795_651_200.0  # 2026-11-26 00:00 UTC, a multiple of the grid
+GRID = 300.0
+W_START, W_END = 22 * 60, 6 * 60  # minutes; the window crosses midnight
+QUIET = SilentRule(missed_heartbeats=10_000)
+
+
+def in_window(t: float) -> bool:
+    m = (t % 86400) // 60
+    return m >= W_START or m < W_END
+
+
+def window_start_of(t: float) -> float:
+    """Start of the night containing t (t must be in the window)."""
+    day = t - t % 86400
+    return day + W_START * 60 if (t % 86400) // 60 >= W_START else day - 86400 + W_START * 60
+
+
+def first_in_window(t: float) -> float:
+    if in_window(t):
+        return t
+    return t - t % 86400 + W_START * 60
+
+
+def first_tick_at_or_after(t: float) -> float:
+    k = -(-(t - T0) // GRID)
+    return T0 + k * GRID
+
+
+Expected = list[tuple[str, float]]
+
+
+def bed_exit_oracle(events: list[tuple[float, str, int]], end: float, n_min: int) -> Expected:
+    out: Expected = []
+    state: int | None = None
+    exits: list[tuple[float, float | None]] = []
+    for t, dev, v in events:
+        if dev != "bed-1":
+            continue
+        if v == 0 and state != 0:
+            exits.append((t, None))
+        elif v == 1 and state == 0:
+            exits[-1] = (exits[-1][0], t)
+        state = v
+    for left, back in exits:
+        alarm = first_tick_at_or_after(first_in_window(left) + n_min * 60)
+        limit = back if back is not None else end + 1
+        if alarm < limit and alarm <= end:
+            out.append(("raised", alarm))
+            if back is not None:
+                out.append(("cleared", back))
+    return out
+
+
+def wandering_oracle(events: list[tuple[float, str, int]], end: float, n_min: int,
+                     need_bed: bool) -> Expected:
+    out: Expected = []
+    # Bed intervals [a, b) and door state as functions of time, from the whole history.
+    in_bed: list[list[float]] = []
+    bed: int | None = None
+    for t, dev, v in events:
+        if dev == "bed-1":
+            if v == 1 and bed != 1:
+                in_bed.append([t, float("inf")])
+            elif v == 0 and bed == 1:
+                in_bed[-1][1] = t
+            bed = v
+
+    def was_in_bed(since: float, until: float) -> bool:
+        return any(a <= until and b > since for a, b in in_bed)
+
+    door: int | None = None
+    opened: float | None = None
+    alarmed = False
+    for t, dev, v in events:
+        if opened is not None and not alarmed:
+            alarm = first_tick_at_or_after(opened + n_min * 60)
+            if n_min > 0 and alarm < t:
+                out.append(("raised", alarm))
+                alarmed = True
+        back = opened is not None and (
+            (dev == "bed-1" and v == 1) or (dev == "pir-hall" and v == 1 and door == 0))
+        if back:
+            if alarmed:
+                out.append(("cleared", t))
+            opened, alarmed = None, False
+        if dev == "door-1":
+            if v == 1 and door != 1 and opened is None and in_window(t) and (
+                    not need_bed or was_in_bed(window_start_of(t), t)):
+                opened = t
+                if n_min == 0:
+                    out.append(("raised", t))
+                    alarmed = True
+            door = v
+    if opened is not None and not alarmed:
+        alarm = first_tick_at_or_after(opened + n_min * 60)
+        if n_min > 0 and alarm <= end:
+            out.append(("raised", alarm))
+    return out
+
+
+class Night(RuleBasedStateMachine):
+    """One home, random sensor events between ticks; both rules checked against oracles."""
+
+    @initialize(n_bed=st.sampled_from([5, 15, 30, 90]), n_door=st.sampled_from([0, 5, 10, 25]),
+                need_bed=st.booleans(), start_cells=st.integers(0, 287))
+    def setup(self, n_bed: int, n_door: int, need_bed: bool, start_cells: int) -> None:
+        self.n_bed, self.n_door, self.need_bed = n_bed, n_door, need_bed
+        window = parse_window("22:00-06:00")
+        cfg = RulesConfig(
+            bed_exit=(BedExitRule("bed", "bed-1", window, n_bed),),
+            wandering=(WanderingRule("door", "door-1", window, n_door, inside=("pir-hall",),
+                                     bed="bed-1", require_in_bed=need_bed),),
+            silent=QUIET,
+        )
+        self.engine = RuleEngine("p", UTC, counter_ids(), devices=DEVICES, settings=cfg)
+        self.now = T0 + start_cells * GRID  # start anywhere in the day
+        self.k = 0  # events within the current grid cell
+        self.events: list[tuple[float, str, int]] = []
+        self.got: dict[str, Expected] = {"bed_exit": [], "wandering": []}
+
+    def _collect(self, outs: list) -> None:  # type: ignore[type-arg]
+        for o in outs:
+            if o.payload["type"] in self.got:
+                t = o.payload["time"]
+                from datetime import datetime
+
+                self.got[o.payload["type"]].append(
+                    (o.payload["state"], datetime.fromisoformat(t).timestamp()))
+
+    def _event(self, dev: str, **values: int) -> None:
+        self.k += 1
+        t = self.now + 10 * self.k + 100  # strictly between two grid ticks
+        self.events.append((t, dev, next(iter(values.values()))))
+        self._collect(self.engine.on_report(Report(DEVICES[dev], t, -60, values, None), t))
+
+    @rule(cells=st.integers(1, 30))
+    def wait(self, cells: int) -> None:
+        for _ in range(cells):
+            self.now += GRID
+            self._collect(self.engine.tick(self.now))
+        self.k = 0
+
+    @rule(v=st.sampled_from([0, 1]))
+    def bed(self, v: int) -> None:
+        self._event("bed-1", occupancy=v)
+
+    @rule(v=st.sampled_from([0, 1]))
+    def door(self, v: int) -> None:
+        self._event("door-1", door=v)
+
+    @rule()
+    def motion(self) -> None:
+        self._event("pir-hall", motion=1)
+
+    def teardown(self) -> None:
+        if not hasattr(self, "engine"):
+            return
+        assert self.got["bed_exit"] == bed_exit_oracle(self.events, self.now, self.n_bed)
+        assert self.got["wandering"] == wandering_oracle(self.events, self.now, self.n_door,
+                                                         self.need_bed)
+
+
+Night.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None,
+                                   suppress_health_check=[HealthCheck.too_slow])
+TestNight = Night.TestCase

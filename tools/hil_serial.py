@@ -1,0 +1,363 @@
+"""The real-board backend of the device-under-test interface (tools/dut.py), over the REPL.
+
+`HilSerialBoard(config, port=HIL_PORT)` does what `VirtualBoard(config)` does, on an ESP32 on a
+serial port: the firmware of this tree is put on the board (only files that changed), the
+test's config.json is written, RTC memory is cleared (a reset between tests), and
+tools/hil_board.py is started through the raw REPL. It wraps the board layer: stimulus and
+device time come from here as lines on the serial port, everything else is the board's own.
+
+Adverts are what the hub's real bleak scanner hears from the board's MAC (`adverts="bleak"`,
+the CI runner's own Bluetooth adapter), or, where there is no radio, what the board reports it
+put on the air (`adverts="serial"`, the default; tests against tools/rawrepl_sim.py use it).
+Every line the board printed is kept in `.log`; the pytest hook below attaches it to a
+failing test's report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.flash import Repl, compile_app, install_app
+from tools.vboard.board import Advert, BoardCrashed
+
+DRIVER = Path(__file__).with_name("hil_board.py")
+COMMAND_TIMEOUT_S = 60.0
+# Firmware put on a port once per test session (the board keeps it between tests).
+_synced: set[tuple[str, str]] = set()
+_active: dict[str, HilSerialBoard] = {}
+
+
+class HilError(RuntimeError):
+    pass
+
+
+@dataclass
+class HilSerialBoard:
+    config: dict[str, Any] | None
+    port: str = ""
+    mac: str | None = None  # None: read from the board
+    battery_mv: int | None = None  # None: the board's own ADC
+    adverts_from: str = "serial"  # or "bleak"
+    firmware: str = "mpy"  # "mpy" (as flashed), "source" (.py: tracebacks), "keep"
+    now_ms: int = 0
+    adverts: list[Advert] = field(default_factory=list)
+    indications: list[tuple[int, str]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    sleeping: bool = False
+    boots: list[tuple[int, str]] = field(default_factory=list)  # (t_ms, wake reason)
+    levels: dict[str, int] = field(default_factory=dict)  # inputs as the test set them
+
+    def __post_init__(self) -> None:
+        self._repl: Repl | None = None
+        self._buf = b""
+        self._halted = False
+        self._seq = 0  # number of the last command sent
+        self._running = False  # the driver is running on the board
+        self._rtc = b""
+        self._scanner: _BleakListener | None = None
+        self._sync: list[tuple[float, int]] = []  # (host monotonic, device ms) at each idle
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> HilSerialBoard:
+        if not self.port:
+            raise HilError("HilSerialBoard needs a port (HIL_PORT=/dev/ttyUSB0)")
+        # One board per port: a test that starts a second device ends the first one's run.
+        previous = _active.get(self.port)
+        if previous is not None and previous is not self:
+            previous.stop()
+        _active[self.port] = self
+        # A soft reset clears the board's Python state; RTC memory is cleared below, so each
+        # test starts as from power-on, as a fresh virtual board does.
+        self._repl = Repl(self.port, wait_s=15, soft_reset=True)
+        repl = self._repl
+        self._sync_firmware(repl)
+        if self.config is None:
+            if repl.exists("config.json"):
+                repl.remove("config.json")
+        else:
+            repl.write("config.json", json.dumps(self.config).encode())
+        for stale in ("counter_hwm", "counter_hwm.new"):
+            if repl.exists(stale):
+                repl.remove(stale)
+        repl.exec("import machine\nmachine.RTC().memory(b'')")
+        if self.mac is None:
+            mac = repl.eval("(lambda b: (b.active(True), b.config('mac')[1])[1])"
+                            "(__import__('bluetooth').BLE())")
+            self.mac = ":".join(f"{x:02X}" for x in bytes(mac))
+        if self.adverts_from == "bleak":
+            self._scanner = _BleakListener(self.mac)
+            self._scanner.start()
+        self._run_driver()
+        return self
+
+    def _run_driver(self) -> None:
+        assert self._repl is not None
+        self._halted = False
+        self._seq = 0
+        self._running = True
+        self._repl.t.exec_raw_no_follow(
+            f"import hil_board\nhil_board.run({self.now_ms}, {self.battery_mv!r}, None, "
+            f"{self.levels!r})")
+        self._until_idle()
+
+    def _sync_firmware(self, repl: Repl) -> None:
+        if self.firmware == "keep" or (self.port, self.firmware) in _synced:
+            return
+        with tempfile.TemporaryDirectory(prefix="hil-") as build:
+            files = compile_app(Path(build), compiled=self.firmware == "mpy")
+        files["hil_board.py"] = DRIVER.read_bytes()
+        install_app(repl, files, keep=("boot.py",), only_changed=True)
+        _synced.add((self.port, self.firmware))
+
+    def stop(self) -> None:
+        if self._scanner is not None:
+            self._scanner.stop()
+            self._scanner = None
+        if _active.get(self.port) is self:
+            del _active[self.port]
+        if self._repl is None:
+            return
+        try:
+            if self._running:
+                self._write("Q")
+                self._read_until(lambda line: False, timeout=5, until_eof=True)
+        except (HilError, BoardCrashed, OSError):
+            pass
+        try:
+            self._repl.close()
+        except OSError:
+            pass
+        self._repl = None
+
+    def __enter__(self) -> HilSerialBoard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the device-under-test interface ----------------------------------------------
+    def set_pin(self, pin: str, level: int) -> None:
+        self.levels[pin] = int(level)
+        self._send(f"P {pin} {int(level)}")
+
+    def press(self, pin: str = "button", hold_ms: int = 200) -> None:
+        self.set_pin(pin, 1)
+        self.advance(hold_ms)
+        self.set_pin(pin, 0)
+
+    def advance(self, ms: int) -> None:
+        self._send(f"A {int(ms)}")
+
+    def adverts_since(self, t_ms: int) -> list[Advert]:
+        if self._scanner is not None:
+            return [Advert(self._device_time(h), adv) for h, adv in self._scanner.heard()
+                    if self._device_time(h) >= t_ms]
+        return [a for a in self.adverts if a.t_ms >= t_ms]
+
+    def indication(self) -> str:
+        return self.indications[-1][1] if self.indications else "off"
+
+    @property
+    def rtc(self) -> bytes:
+        """The board's RTC memory now (what survives deep sleep, not power loss)."""
+        self._rtc = b""
+        self._send("R")
+        return self._rtc
+
+    def hub_write(self, frame: bytes, at_ms: int | None = None) -> None:
+        """An ack frame from the hub (the board's receive() returns it)."""
+        if at_ms is not None and at_ms > self.now_ms:
+            raise HilError("a real board takes hub writes now; advance to at_ms first")
+        self._send(f"W {frame.hex()}")
+
+    def set_battery(self, mv: int, over_ms: int = 0) -> None:
+        if over_ms:
+            raise HilError("battery ramps need the virtual board (or a programmable supply)")
+        self.battery_mv = int(mv)
+        self._send(f"B {int(mv)}")
+
+    def power_cycle(self, off_ms: int = 1000) -> None:
+        """Power lost and back: RTC memory is gone, the flash (counter mark) stays."""
+        assert self._repl is not None
+        self._write("Q")
+        self._read_until(lambda line: False, timeout=10, until_eof=True)
+        self.now_ms += off_ms
+        self._repl.t.enter_raw_repl(soft_reset=True)  # the Python heap is gone too
+        self._repl.exec("import machine\nmachine.RTC().memory(b'')")
+        self._run_driver()
+
+    # -- the serial line ------------------------------------------------------------------
+    def _write(self, line: str) -> None:
+        assert self._repl is not None
+        self._repl.t.serial.write(line.encode() + b"\n")
+
+    def _send(self, line: str) -> None:
+        if self._halted:
+            raise HilError(f"the firmware has returned (halted); cannot {line!r}")
+        self._seq += 1
+        self._write(f"{line} #{self._seq}")
+        self._until_idle()
+
+    def _until_idle(self) -> None:
+        def done(line: str) -> bool:
+            parts = line.split()
+            return line.startswith("@hil halt") or (
+                line.startswith("@hil idle") and int(parts[3]) >= self._seq)
+
+        self._read_until(done)
+
+    def _read_until(self, done: Any, timeout: float = COMMAND_TIMEOUT_S,
+                    until_eof: bool = False) -> None:
+        assert self._repl is not None
+        s = self._repl.t.serial
+        s.timeout = 0.2  # mpremote opens the port blocking; a dead board must not hang us
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = s.read(max(1, s.in_waiting))
+            if not chunk:
+                continue
+            self._buf += chunk
+            if b"\x04" in self._buf:
+                # The driver ended: raw REPL sends output \x04 error-text \x04 ">". Take all
+                # of it, so the REPL is at its prompt for what comes next.
+                if self._buf.count(b"\x04") < 2 or not self._buf.rstrip().endswith(b">"):
+                    continue
+                text = self._buf.replace(b"\r", b"").decode(errors="replace")
+                out, err, _ = text.split("\x04", 2)
+                for line in (out + "\n" + err).splitlines():
+                    if line:
+                        self._line(line)
+                self._buf = b""
+                self._running = False
+                # The ">" prompt was read here; Ctrl-A prints a fresh one for mpremote's next
+                # command to find.
+                s.write(b"\x01")
+                if until_eof and not err.strip():
+                    return
+                raise BoardCrashed(f"the board's program stopped:\n{err.strip()}")
+            while b"\n" in self._buf:
+                raw, self._buf = self._buf.split(b"\n", 1)
+                line = raw.rstrip(b"\r").decode(errors="replace")
+                self._line(line)
+                if not until_eof and done(line):
+                    return
+        raise HilError(f"the board on {self.port} did not answer in {timeout:.0f} s; "
+                       "serial log:\n" + "\n".join(self.log[-15:]))
+
+    def _line(self, line: str) -> None:
+        self.log.append(line)
+        if not line.startswith("@hil "):
+            return
+        parts = line.split()
+        kind = parts[1]
+        if kind == "idle":
+            self.now_ms = int(parts[2])
+            self._sync.append((time.monotonic(), self.now_ms))
+        elif kind == "adv":
+            self.now_ms = int(parts[2])
+            self.sleeping = False
+            if parts[3] != "-":
+                self.adverts.append(Advert(self.now_ms, bytes.fromhex(parts[3])))
+        elif kind == "ind":
+            self.indications.append((int(parts[2]), parts[3]))
+        elif kind == "sleep":
+            self.sleeping = True
+        elif kind == "boot":
+            self.sleeping = False
+            self.boots.append((int(parts[2]), parts[3]))
+        elif kind == "rtc":
+            self._rtc = b"" if parts[2] == "-" else bytes.fromhex(parts[2])
+        elif kind == "halt":
+            self._halted = True
+
+    def _device_time(self, host_t: float) -> int:
+        t = 0
+        for h, d in self._sync:
+            if h > host_t:
+                break
+            t = d
+        return t
+
+
+class _BleakListener:
+    """The hub's real scanner (hub/radio_bleak.py) on this machine's adapter, filtered to one
+    MAC, in its own event loop thread."""
+
+    def __init__(self, mac: str) -> None:
+        self.mac = mac.upper()
+        self._heard: list[tuple[float, bytes]] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="hil-bleak")
+        self._radio: Any = None
+
+    def start(self) -> None:
+        from hub.clock import SystemClock
+        from hub.radio_bleak import BleakRadio
+
+        self._thread.start()
+        self._radio = BleakRadio(SystemClock(), provisioned=[self.mac])
+
+        def heard(advert: Any) -> None:
+            from protocols import bthome
+
+            with self._lock:
+                self._heard.append((time.monotonic(), bthome.advert(advert.service_data)))
+
+        asyncio.run_coroutine_threadsafe(self._radio.start(heard), self._loop).result(30)
+
+    def heard(self) -> list[tuple[float, bytes]]:
+        with self._lock:
+            return list(self._heard)
+
+    def stop(self) -> None:
+        if self._radio is not None:
+            asyncio.run_coroutine_threadsafe(self._radio.stop(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+# -- pytest: backend choice and the serial log on failure ---------------------------------
+def hil_port() -> str | None:
+    return os.environ.get("HIL_PORT") or None
+
+
+def make_board(config: dict[str, Any] | None, **kw: Any) -> HilSerialBoard:
+    """The real-board DUT for HIL_PORT; virtual-board-only keywords are ignored (a real board
+    has its own MAC, battery and radio)."""
+    port = hil_port()
+    assert port is not None
+    return HilSerialBoard(
+        config, port=port,
+        battery_mv=kw.get("battery_mv"),
+        adverts_from=os.environ.get("HIL_ADVERTS", "serial"),
+        firmware=os.environ.get("HIL_FIRMWARE", "mpy"),
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, Any, None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        duts = getattr(item, "hil_duts", [])
+        for i, d in enumerate(duts):
+            if not isinstance(d, HilSerialBoard):
+                d.stop()  # a virtual board hands over its console output when it stops
+            log = getattr(d, "log", None)
+            if log:
+                name = getattr(d, "port", "") or f"virtual board {i}"
+                report.sections.append((f"serial log {name}", "\n".join(log[-400:])))
