@@ -11,11 +11,11 @@ DEVICE ?=
 PORT ?=
 IMAGE ?= firmware/images/ESP32_GENERIC.bin
 
-.PHONY: setup demo test lint firmware flash bench soak clean
+.PHONY: system-deps setup demo test lint firmware flash bench soak clean
 
-setup: $(STAMP) $(NPM_STAMP) mosquitto-installed
+setup: system-deps $(STAMP) $(NPM_STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
@@ -24,11 +24,8 @@ $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-mosquitto-installed:
-	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { \
-	  echo "Installing Mosquitto (apt-get) ..."; \
-	  $$( [ $$(id -u) = 0 ] || echo sudo ) apt-get update -qq && \
-	  $$( [ $$(id -u) = 0 ] || echo sudo ) apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; }
+system-deps:
+	@bash tools/system-deps.sh
 
 demo: setup
 	$(PY) -m tools.virtual_home
