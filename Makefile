@@ -55,6 +55,7 @@ flash: setup
 	  $(if $(filter none,$(IMAGE)),--no-image,--image "$(IMAGE)") \
 	  $(if $(CHIP),--chip "$(CHIP)") $(if $(ROOM),--room "$(ROOM)") \
 	  $(if $(HUB),--hub "$(HUB)") $(if $(HUB_CONFIG),--hub-config "$(HUB_CONFIG)") \
+	  $(if $(HUB_COMMAND),--hub-command "$(HUB_COMMAND)") \
 	  $(if $(filter 1 yes true,$(ROTATE_KEY)),--rotate-key) \
 	  $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
 

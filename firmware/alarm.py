@@ -94,23 +94,18 @@ def in_cancel_window(dev):
 
 def on_press(dev, pend):
     """The button went down while an alarm may be running. Returns the alarm to follow."""
-    board = dev.board
-    if in_cancel_window(dev):
-        hold = dev.cfg.get("cancel_hold_ms", CANCEL_HOLD_MS)
-        if held_ms(board, "button", hold) >= hold:
-            cancel(dev)
-            return None
-        if pend is not None:
-            pend["n"] = 0  # pressed again: the resident is waiting, try at once
-            pend["next"] = 0
-        return pend
-    event = bthome.BUTTON_PRESS
-    if held_ms(board, "button", LONG_PRESS_MS) >= LONG_PRESS_MS:
-        event = bthome.BUTTON_LONG_PRESS
-    if pend is not None and pend["ack"] < ack.DELIVERED:
-        pend["n"] = 0
+    window = in_cancel_window(dev)
+    limit = dev.cfg.get("cancel_hold_ms", CANCEL_HOLD_MS) if window else LONG_PRESS_MS
+    held = held_ms(dev.board, "button", limit)
+    if window and held >= limit:
+        cancel(dev)
+        return None
+    if pend is not None:
+        pend["n"] = 0  # pressed again while it is followed: the resident waits, try at once
         pend["next"] = 0
         return pend
+    # A press after "help is coming" is a new alarm: things may have got worse.
+    event = bthome.BUTTON_LONG_PRESS if held >= LONG_PRESS_MS else bthome.BUTTON_PRESS
     return start(dev, [(bthome.BUTTON, event)])
 
 

@@ -129,13 +129,15 @@ class Esp32Board:
     def _arm_wake(self, pins):
         # ext0: one input woken on its next edge either way (door, motion, mat, charger);
         # ext1 ANY_HIGH: active-high inputs that are low now (buttons, INT1).
+        # Sources not wanted now are disarmed (None), or a wait's setup would outlive it.
         either = [n for n in pins if n not in ("button", "accel_int")]
+        ext0 = None
         if either:
-            p = self._pins[either[0]]
-            esp32.wake_on_ext0(pin=p, level=1 - p.value())
+            ext0 = self._pins[either[0]]
+        esp32.wake_on_ext0(pin=ext0, level=esp32.WAKEUP_ALL_LOW if ext0 is not None and
+                           ext0.value() else esp32.WAKEUP_ANY_HIGH)
         high = [self._pins[n] for n in pins if n not in either[:1] and not self.pin(n)]
-        if high:
-            esp32.wake_on_ext1(pins=high, level=esp32.WAKEUP_ANY_HIGH)
+        esp32.wake_on_ext1(pins=high or None, level=esp32.WAKEUP_ANY_HIGH)
 
     def deep_sleep(self, ms, pins=()):
         self.advertise(None)

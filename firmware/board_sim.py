@@ -16,6 +16,8 @@ def _call(op, **args):
     reply = json.loads(simhost.call(json.dumps(args)))
     if "_reset" in reply:  # the host's watchdog fired while we were in this call
         raise Reboot()
+    if "_error" in reply:  # the test injected a hardware fault into this call
+        raise OSError(reply["_error"])
     return reply
 
 

@@ -122,6 +122,7 @@ class Device:
         self.cfg = cfg
         self.state = self._load_state()
         self._aes = None
+        self.changed = []  # inputs that changed during the last send() burst
 
     def _load_state(self):
         raw = self.board.rtc_load()
@@ -160,7 +161,8 @@ class Device:
             left = max(0, due - self.clock())
         if wake_in_ms is not None:
             left = min(left, max(0, wake_in_ms))
-        self.state.pop("faults", None)  # got here cleanly: a later crash starts the back-off anew
+        if self.state.pop("faults", None):  # got here cleanly: the fault is over
+            self.board.indicate("off")
         self.save_state()
         self.board.deep_sleep(left, pins)
 
@@ -209,6 +211,13 @@ class Device:
                 self.board.log("counter mark not saved: %s" % e)
         self.state["ctr"] = ctr + 1
         return ctr
+
+    def status(self, trigger, watch=("button",)):
+        """A short advert with no event (battery, charging): at power-on, on the charger
+        edge, as heartbeat. Returns True if a watched input went high meanwhile."""
+        self.state["chg"] = 1 if self.board.charging() else 0
+        self.send([], trigger=trigger, burst_ms=HEARTBEAT_BURST_MS, watch=watch)
+        return any(self.board.pin(p) for p in self.changed)
 
     def send(self, objects, trigger=True, burst_ms=BURST_MS, watch=()):
         """Advertise a new advert for burst_ms. Inputs in `watch` stay watched meanwhile:

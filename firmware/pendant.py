@@ -2,16 +2,9 @@
 # cancel window after an alarm cancels it (alarm.py). Rechargeable: every advert carries the
 # battery and whether it is on the charger; plugging in or out is reported at once.
 import alarm
-import device
 
 WAKE = ("button", "charge")
 STUCK_BUTTON_MS = 10000  # a button held longer than this is stuck: sleep without it
-
-
-def status(dev, trigger):
-    dev.state["chg"] = 1 if dev.board.charging() else 0
-    dev.send([], trigger=trigger, burst_ms=device.HEARTBEAT_BURST_MS, watch=("button",))
-    return "button" in dev.changed and dev.board.pin("button")
 
 
 def run(dev):
@@ -20,7 +13,7 @@ def run(dev):
     pend = alarm.pending(dev)
     pressed = reason == "pin" and pin == "button"
     if not pressed and (reason == "power_on" or dev.state.get("chg") != int(board.charging())):
-        pressed = status(dev, trigger=reason != "timer")
+        pressed = dev.status(trigger=reason != "timer")
     while True:
         if pressed:
             pend = alarm.on_press(dev, pend)
@@ -28,7 +21,7 @@ def run(dev):
         pend = alarm.pending(dev)
         pressed = False
         if pend is None and dev.heartbeat_due():
-            pressed = status(dev, trigger=False)
+            pressed = dev.status(trigger=False)
         if not pressed:
             break
     wake = WAKE

@@ -3,7 +3,6 @@
 # FallDetector (fall_detector.py, its own issue). A fall or the alarm button raises an alarm
 # with acknowledgement (alarm.py). On the charger it is not worn: sensor off, deep sleep.
 import alarm
-import device
 import lis3dh
 from fall_detector import FallDetector
 
@@ -15,35 +14,39 @@ WATERMARK = 24  # wake every 25 samples (0.5 s): below the 32-sample FIFO, with 
 WAKE = ("button", "charge", "accel_int")
 
 
-def status(dev, trigger):
-    dev.state["chg"] = 1 if dev.board.charging() else 0
-    dev.send([], trigger=trigger, burst_ms=device.HEARTBEAT_BURST_MS, watch=("button",))
-    return "button" in dev.changed and dev.board.pin("button")
-
-
 def run(dev):
     board = dev.board
     reason, pin = board.wake_reason()
     cfg = dev.cfg.get("i2c", {})
-    acc = lis3dh.LIS3DH(board.i2c(), cfg.get("addr", 0x18))
+    try:
+        acc = lis3dh.LIS3DH(board.i2c(), cfg.get("addr", 0x18))
+    except OSError as e:
+        # A broken sensor must not take the alarm button with it: carry on as a pendant,
+        # and say so in every advert (problem = 1 would read as a fall: use the LED).
+        board.log("accelerometer: %s" % e)
+        acc = None
     pend = alarm.pending(dev)
     pressed = reason == "pin" and pin == "button"
     charging = board.charging()
     if not pressed and (reason == "power_on" or dev.state.get("chg") != int(charging)):
-        pressed = status(dev, trigger=reason != "timer")
+        pressed = dev.status(trigger=reason != "timer")
     if pressed:
         pend = alarm.on_press(dev, pend)
     if pend is not None:
-        acc.power_down()  # the alarm is what matters now; sampling resumes after it
+        if acc is not None:
+            acc.power_down()  # the alarm is what matters now; sampling resumes after it
         next_ms = alarm.follow(dev, pend)
         if alarm.pending(dev) is not None:
             dev.sleep(("button", "charge"), next_ms)
-    if charging:
-        acc.power_down()
-        board.indicate("off")
+    if charging or acc is None:
+        if acc is not None:
+            acc.power_down()
+        if dev.heartbeat_due():
+            dev.status(trigger=False)
+        board.indicate("off" if acc is not None else "fault")
         dev.sleep(("button", "charge"))
     if dev.heartbeat_due():
-        status(dev, trigger=False)
+        dev.status(trigger=False)
     watch(dev, acc)
 
 
@@ -57,7 +60,9 @@ def watch(dev, acc):
         pend = None
         while pend is None:
             left = dev.state["hb_due"] - dev.clock() if "hb_due" in dev.state else 0
-            pin = board.wait(max(0, left), WAKE)
+            # INT1 may have risen while we were busy (an advert burst): a level already high
+            # is no edge to wake on, so read at once or the FIFO overflows.
+            pin = "accel_int" if board.pin("accel_int") else board.wait(max(0, left), WAKE)
             board.watchdog_feed()
             if pin == "accel_int" or board.pin("accel_int"):
                 for x, y, z in acc.read_fifo():
@@ -68,12 +73,12 @@ def watch(dev, acc):
                         pend = alarm.start(dev, [(bthome.FALL, 1)])
             pressed = pin == "button" and board.pin("button")
             if pin == "charge" and board.charging():
-                status(dev, trigger=True)
+                dev.status(trigger=True)
                 acc.power_down()
                 board.indicate("off")
                 dev.sleep(("button", "charge"))
             if pend is None and not pressed and dev.heartbeat_due():
-                pressed = status(dev, trigger=False)
+                pressed = dev.status(trigger=False)
             if pressed:
                 pend = alarm.on_press(dev, alarm.pending(dev))
                 if pend is None:  # a cancel: nothing to follow, go on sampling

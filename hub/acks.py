@@ -9,16 +9,23 @@ Sending runs beside the alarm path, never in it: an alarm is stored and publishe
 happens here. Each device has at most one sender task; it always sends the newest state the
 device is owed (a "delivered" that overtakes a pending "received" replaces it, a newer alarm
 replaces an older one), retries with back-off, and a shared limit on concurrent radio
-connections keeps one unreachable pendant from starving the others' acknowledgements.
+connections keeps one unreachable pendant from starving the others' acknowledgements. A device
+that did not get its "received" keeps repeating the alarm advert; hearing such a repeat after
+the hub sent or gave up sends the ack again. Alarms awaiting their receipt are also kept on disk
+(AckStore), so a hub restart in between does not cost the resident "help is coming".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+import threading
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from hub.config import Device
@@ -28,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ACK_TYPES = frozenset({"alarm_button", "fall"})  # alarms the resident raised or suffered
 _MAX_TRACKED = 1000  # alarms awaiting their receipt; the oldest are forgotten beyond this
+_KEEP_S = 7 * 24 * 3600  # as long as the MQTT session keeps an alarm for its receipt
 
 Transmit = Callable[[str, bytes], Awaitable[None]]
 
@@ -54,6 +62,9 @@ class AckSettings:
     attempts: int = 6  # per state; then the device shows "not received" and keeps repeating
     retry_s: float = 1.0  # first wait after a failed attempt; doubles
     retry_max_s: float = 20.0
+    # The device repeats its alarm advert until "received" arrives: a repeat after the hub
+    # sent (or gave up on) the ack means the device did not get it; send again, this often.
+    resend_after_s: float = 5.0
 
 
 @dataclass(frozen=True, order=True)
@@ -62,42 +73,154 @@ class _Owed:
     state: int
 
 
+class AckStore:
+    """Alarms stored on the hub whose receipt has not come back: (msg id, device id, advert
+    counter, advert bytes). SQLite in the data directory, written off the event loop."""
+
+    def __init__(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS awaiting_receipt(msg_id TEXT PRIMARY KEY,"
+            " device TEXT NOT NULL, counter INTEGER NOT NULL, advert BLOB, created REAL NOT NULL)"
+        )
+        self._lock = threading.Lock()
+
+    def put(self, msg_id: str, device: str, counter: int, advert: bytes | None,
+            now: float) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO awaiting_receipt VALUES (?, ?, ?, ?, ?)",
+                             (msg_id, device, counter, advert, now))
+
+    def remove(self, msg_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM awaiting_receipt WHERE msg_id = ?", (msg_id,))
+
+    def load(self, now: float) -> list[tuple[str, str, int, bytes | None]]:
+        with self._lock:
+            self._db.execute("DELETE FROM awaiting_receipt WHERE created < ?", (now - _KEEP_S,))
+            rows = self._db.execute(
+                "SELECT msg_id, device, counter, advert FROM awaiting_receipt ORDER BY created"
+            ).fetchall()
+        return [(str(m), str(d), int(c), bytes(a) if a is not None else None)
+                for m, d, c, a in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
 class AckSender:
-    def __init__(self, transmit: Transmit, settings: AckSettings = AckSettings()) -> None:
+    def __init__(
+        self,
+        transmit: Transmit,
+        settings: AckSettings = AckSettings(),
+        store: AckStore | None = None,
+        devices: Mapping[str, Device] | None = None,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.transmit = transmit
         self.s = settings
+        self.store = store
+        self.now = now
         self.stats: Counter[str] = Counter()
+        self._io: set[asyncio.Task[None]] = set()
         self._alarms: dict[str, tuple[Device, int]] = {}  # msg_id -> (device, advert counter)
+        self._adverts: dict[str, bytes | None] = {}  # msg_id -> advert, until stored
         self._owed: dict[str, tuple[Device, _Owed]] = {}  # device id -> newest state owed
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._slots: asyncio.Semaphore | None = None
         self._aes: dict[str, Any] = {}
+        # MAC -> (service data, device id, counter) of the device's newest acknowledged alarm
+        self._alarm_frame: dict[str, tuple[bytes, str, int]] = {}
+        # device id -> the last state sent or given up on, and when (the event loop's clock)
+        self._settled: dict[str, tuple[Device, _Owed, float]] = {}
+        if store is not None:
+            self._restore(store, devices or {})
+
+    def _restore(self, store: AckStore, devices: Mapping[str, Device]) -> None:
+        """Alarms stored before a restart: "received" is true for them (a repeat of the advert
+        gets it again) and "delivered" goes out when their receipt arrives."""
+        for msg_id, dev_id, counter, advert in store.load(self.now()):
+            device = devices.get(dev_id)
+            if device is None or device.key is None:
+                continue  # removed from the configuration meanwhile
+            self._alarms[msg_id] = (device, counter)
+            if advert is not None:
+                self._alarm_frame[device.mac] = (advert, dev_id, counter)
+            self._settled[dev_id] = (device, _Owed(counter, ack.RECEIVED), float("-inf"))
+            self.stats["restored"] += 1
 
     # -- hooks the hub calls ------------------------------------------------------------------
-    def track(self, out: _Outgoing, report: _Report) -> None:
-        """An alarm was raised from this report (before it is stored)."""
+    def track(self, out: _Outgoing, report: _Report, advert: bytes | None = None) -> None:
+        """An alarm was raised from this report (before it is stored); `advert`: its service
+        data, to recognise the device repeating it."""
         if out.kind != "alarm" or out.payload.get("type") not in ACK_TYPES:
             return
         if report.counter is None or report.device.key is None:
             self.stats["no_key"] += 1  # nothing to authenticate an ack with
             return
         self._alarms[out.msg_id] = (report.device, report.counter)
+        if advert is not None:
+            self._alarm_frame[report.device.mac] = (advert, report.device.id, report.counter)
+        self._adverts[out.msg_id] = advert
         while len(self._alarms) > _MAX_TRACKED:
-            del self._alarms[next(iter(self._alarms))]
+            oldest = next(iter(self._alarms))
+            del self._alarms[oldest]
+            self._adverts.pop(oldest, None)
 
     def stored(self, out: _Outgoing) -> None:
         """Hub.on_stored: the alarm is durable on the hub."""
         alarm = self._alarms.get(out.msg_id)
         if alarm is not None:
             self._owe(alarm[0], _Owed(alarm[1], ack.RECEIVED))
+            advert = self._adverts.pop(out.msg_id, None)
+            if self.store is not None:
+                self._write(self.store.put, out.msg_id, alarm[0].id, alarm[1], advert,
+                            self.now())
+
+    def heard(self, mac: str, service_data: bytes) -> None:
+        """Every advert from the radio, before decoding (a dict lookup for all but repeats
+        of an acknowledged alarm)."""
+        frame = self._alarm_frame.get(mac)
+        if frame is None or frame[0] != service_data:
+            return
+        dev_id = frame[1]
+        settled = self._settled.get(dev_id)
+        if settled is None or dev_id in self._workers or settled[1].counter != frame[2]:
+            return  # not stored yet, being sent right now, or settled for an older alarm
+        device, owed, at = settled
+        if asyncio.get_running_loop().time() - at < self.s.resend_after_s:
+            return
+        self.stats["resent_on_repeat"] += 1
+        del self._settled[dev_id]
+        self._owe(device, owed)
 
     def delivered(self, msg_id: str, payload: dict[str, Any] | None = None) -> None:
         """Hub.on_delivered: the response centre's receipt for this alarm came back."""
         alarm = self._alarms.pop(msg_id, None)
         if alarm is not None:
             self._owe(alarm[0], _Owed(alarm[1], ack.DELIVERED))
+            if self.store is not None:
+                self._write(self.store.remove, msg_id)
+
+    def _write(self, fn: Callable[..., None], *args: Any) -> None:
+        # Off the event loop: an fsync must not hold up the next alarm. The in-memory state
+        # serves until it lands; the disk copy only matters across a restart.
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(fn, *args)
+            except (sqlite3.Error, OSError) as e:
+                log.error("acknowledgement state not saved: %s", e)
+
+        task = asyncio.create_task(write())
+        self._io.add(task)
+        task.add_done_callback(self._io.discard)
 
     async def close(self) -> None:
+        """Stop sending; pending disk writes finish and the store is closed."""
         for task in list(self._workers.values()):
             task.cancel()
         for task in list(self._workers.values()):
@@ -106,6 +229,10 @@ class AckSender:
             except asyncio.CancelledError:
                 pass
         self._workers.clear()
+        if self._io:
+            await asyncio.gather(*self._io)
+        if self.store is not None:
+            self.store.close()
 
     # -- sending ------------------------------------------------------------------------------
     def frame(self, device: Device, owed: _Owed) -> bytes:
@@ -154,10 +281,12 @@ class AckSender:
                 except Exception as e:
                     error = e
             name = _NAMES[owed.state]
+            settled = (device, owed, asyncio.get_running_loop().time())
             if error is None:
                 failures = 0
                 self.stats[f"sent_{name}"] += 1
                 log.info("ack %s sent to %s (counter %d)", name, dev_id, owed.counter)
+                self._settled[dev_id] = settled
                 if self._owed.get(dev_id) == entry:
                     del self._owed[dev_id]
                 continue
@@ -167,6 +296,7 @@ class AckSender:
                 self.stats["gave_up"] += 1
                 log.warning("ack %s to %s not delivered after %d attempts: %s",
                             name, dev_id, failures, error)
+                self._settled[dev_id] = settled
                 if self._owed.get(dev_id) == entry:
                     del self._owed[dev_id]
                 return

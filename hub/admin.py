@@ -10,7 +10,9 @@ restart (site, hub, MQTT, radio, admin) are refused by reload rather than half-a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -52,6 +54,7 @@ class Admin:
         self.events = EventLog(cfg.data_dir / "events.jsonl", cfg.timezone,
                                cfg.retention.events_days)
         self.applied = read_sources(cfg.sources)
+        self._audit_startup(hub.clock.now())
         self.server = ControlServer(socket_path(cfg), cfg.admin.group, self.handle)
         self.started = hub.clock.now()
         self.last_reload: dict[str, Any] | None = None
@@ -61,6 +64,31 @@ class Admin:
         self.commands: CommandListener | None = None
         hub.on_stored.append(self.events.outgoing)
         hub.on_delivered.append(self._delivered)
+
+    def _audit_startup(self, now: float) -> None:
+        """A configuration changed while the hub was stopped is audited too (who edited it
+        is unknown here; the SSH log has it), so no applied change goes unrecorded."""
+        path = self.hub.cfg.data_dir / "applied_config.json"
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError):
+            before = None
+        if isinstance(before, dict) and before != self.applied:
+            who = Who(None, "unknown (edited while the hub was stopped)", None, via="restart")
+            self.audit.record(now, who, "start", "applied", diff=diff(before, self.applied))
+        if before != self.applied:
+            self._remember_applied()
+
+    def _remember_applied(self) -> None:
+        path = self.hub.cfg.data_dir / "applied_config.json"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.applied, ensure_ascii=False))
+            os.chmod(tmp, 0o640)
+            os.replace(tmp, path)
+        except OSError as e:
+            log.error("cannot record the applied configuration: %s", e)
 
     async def start(self) -> None:
         try:
@@ -290,6 +318,7 @@ class Admin:
         hub.rules = engine
         hub.cfg = new
         self.applied = texts
+        self._remember_applied()
         self.audit.retention_days = new.retention.audit_days
         self.events.retention_days = new.retention.events_days
         hub._dispatch(outs)
@@ -327,7 +356,6 @@ class Admin:
                               id=cmd.get("id"))
 
     def reload_from_signal(self) -> None:
-        import os
         import pwd
 
         try:

@@ -10,8 +10,11 @@ an accepted advert, and on shutdown.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters(
@@ -45,22 +48,31 @@ class CounterStore:
     def dirty(self) -> bool:
         return bool(self._dirty)
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Write every changed counter; True once they are on disk. A failing disk is logged
+        and the counters stay pending for the next flush: it must not stop the alarm that
+        came with the advert (replay protection across a restart is what is at risk)."""
         if not self._dirty:
-            return
+            return True
         rows = [(d, self._last[d]) for d in self._dirty]
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany(
-                "INSERT INTO counters(device, counter) VALUES (?, ?)"
-                " ON CONFLICT(device) DO UPDATE SET counter = excluded.counter",
-                rows,
-            )
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT INTO counters(device, counter) VALUES (?, ?)"
+                    " ON CONFLICT(device) DO UPDATE SET counter = excluded.counter",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            log.error("%s: counters not saved (%s); replayed adverts may be accepted after a"
+                      " restart until this is fixed", self.path, e)
+            return False
         self._dirty.clear()
+        return True
 
     def reset(self, device: str) -> None:
         """Forget a device's counter (after re-provisioning it with a new key)."""
@@ -70,4 +82,7 @@ class CounterStore:
 
     def close(self) -> None:
         self.flush()
-        self._db.close()
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass

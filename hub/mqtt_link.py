@@ -322,28 +322,39 @@ class MqttLink:
                     break
 
     async def _settle(self) -> None:
-        """Write back what happened since the last round, in one transaction each."""
-        if self._make_due:
-            self._make_due = False
-            await asyncio.to_thread(self.outbox.make_due)
-        if self._done or self._waiting:
-            done, self._done = self._done, []
-            waiting, self._waiting = self._waiting, []
-            await asyncio.to_thread(self.outbox.settle, done, waiting)
-        if self._receipts:
-            ids, self._receipts = self._receipts, []
+        """Write back what happened since the last round, in one transaction each. If the
+        store cannot take it (disk full), it is kept for the next round; meanwhile those
+        rows are not published again (they stay excluded)."""
+        try:
+            if self._make_due:
+                await asyncio.to_thread(self.outbox.make_due)
+                self._make_due = False
+            if self._done or self._waiting:
+                done, waiting = list(self._done), list(self._waiting)
+                await asyncio.to_thread(self.outbox.settle, done, waiting)
+                del self._done[: len(done)]
+                del self._waiting[: len(waiting)]
+            if not self._receipts:
+                return
+            ids = list(self._receipts)
             rows = await asyncio.to_thread(self.outbox.confirm, ids)
-            self.receipts += len(ids)
-            for row in rows:
-                self.delivered += 1
-                log.info("receipt: %s %s confirmed by the response centre", row.kind,
-                         row.msg_id)
-                payload: dict[str, Any] = json.loads(row.payload)
-                for cb in list(self.on_delivered):
-                    try:
-                        cb(row.msg_id, payload)
-                    except Exception:
-                        log.exception("on_delivered listener failed for %s", row.msg_id)
+            del self._receipts[: len(ids)]
+        except Exception as e:
+            self._error(f"cannot write delivery state to the outbox: {e}; will retry")
+            await asyncio.sleep(0.5)  # a full disk does not clear in a millisecond
+            self._wake.set()
+            return
+        self.receipts += len(ids)
+        for row in rows:
+            self.delivered += 1
+            log.info("receipt: %s %s confirmed by the response centre", row.kind,
+                     row.msg_id)
+            payload: dict[str, Any] = json.loads(row.payload)
+            for cb in list(self.on_delivered):
+                try:
+                    cb(row.msg_id, payload)
+                except Exception:
+                    log.exception("on_delivered listener failed for %s", row.msg_id)
 
     # -- hub state: retained online/offline, refreshed as the heartbeat ---------------------
     def _publish_state(self, client: mqtt.Client) -> None:

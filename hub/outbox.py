@@ -124,8 +124,10 @@ class Outbox:
         # synchronous is per connection and not stored in the file: set it on every open.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        # The WAL keeps its high-water size after checkpoints; on a small card that matters.
+        # The WAL keeps its high-water size after checkpoints, and on a full disk all free
+        # space may sit in it: keep it well below the reserve (100 pages = 400 kB).
         self._db.execute("PRAGMA journal_size_limit=1048576")
+        self._db.execute("PRAGMA wal_autocheckpoint=100")
         self._db.executescript(SCHEMA)
         have = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
         for col, sql in MIGRATIONS.items():
@@ -363,6 +365,10 @@ class Outbox:
         return None if t is None else float(t)
 
     # -- state -------------------------------------------------------------------------------
+    def fill(self) -> float:
+        """Share of the budget in use (cheap: kept in memory)."""
+        return 0.0 if not self.budget_bytes else self._used / self.budget_bytes
+
     def depth(self) -> int:
         with self._lock:
             (n,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
@@ -409,6 +415,7 @@ class GroupCommitter:
         self.now = now
         self.on_problem = on_problem
         self.failures = 0
+        self._reserve_tried = float("-inf")
         self._pending: list[tuple[tuple[str, Outgoing], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self.committed = asyncio.Event()  # set after each commit (the publisher waits on it)
@@ -479,6 +486,7 @@ class GroupCommitter:
         per transaction. Returns (how many were stored, whether the reserve was released)."""
         try:
             self.outbox.append_many(items, self.now())
+            self._restore_reserve()
             return len(items), False
         except OutboxWriteError as e:
             if e.__cause__ is None or not is_disk_full(e.__cause__):
@@ -495,6 +503,19 @@ class GroupCommitter:
         if not stored and not released:
             raise first
         return stored, released
+
+    def _restore_reserve(self) -> None:
+        # After a full disk: put the reserve back once there is room again (tried at most
+        # once a minute; it writes a megabyte).
+        ob = self.outbox
+        if not ob.reserve_bytes or ob.reserve_path.exists():
+            return
+        now = self.now()
+        if now - self._reserve_tried < 60:
+            return
+        self._reserve_tried = now
+        if ob.ensure_reserve():
+            log.info("outbox: reserve for alarms set aside again")
 
     async def stop(self) -> None:
         if self._task is not None:

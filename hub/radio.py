@@ -27,5 +27,7 @@ class Scanner(Protocol):
     async def stop(self) -> None: ...
 
     async def transmit(self, mac: str, service_data: bytes) -> None:
-        """Send a hub advert addressed to a device (acknowledgements)."""
+        """Send an acknowledgement frame to a device (protocols/ack.py): the bleak scanner
+        writes it to the device's GATT ack characteristic, the virtual radio puts it on the
+        air. Raises when this attempt failed; hub/acks.py retries."""
         ...

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hub import keys
-from hub.acks import AckSender, AckSettings
+from hub.acks import AckSender, AckSettings, AckStore
 from hub.clock import Clock, SystemClock, iso
 from hub.config import Device, HubConfig
 from hub.counters import CounterStore
@@ -87,7 +87,8 @@ class Hub:
         self._tasks: set[asyncio.Task[None]] = set()
         # "Received" / "help is coming" back to the resident's device (hub/acks.py).
         self.acks = AckSender(self.scanner.transmit,
-                              AckSettings(max_connections=cfg.radio.ack_connections))
+                              AckSettings(max_connections=cfg.radio.ack_connections),
+                              AckStore(cfg.data_dir / "acks.sqlite"), cfg.devices, self.clock.now)
         self.on_stored.append(self.acks.stored)
         self.on_delivered.append(self.acks.delivered)
         if hasattr(self.scanner, "on_health"):  # the real radio reports when it goes deaf
@@ -100,6 +101,7 @@ class Hub:
     def on_advert(self, advert: Advert) -> None:
         if self.capture is not None:
             self.capture.write(advert)
+        self.acks.heard(advert.mac, advert.service_data)  # a repeat: the ack did not arrive
         report = self.decoder.decode(advert)
         if report is None:
             return
@@ -109,7 +111,7 @@ class Hub:
         self.counters.flush()
         outs = self.rules.on_report(report, self.clock.now())
         for out in outs:
-            self.acks.track(out, report)
+            self.acks.track(out, report, advert.service_data)
         self._dispatch(outs)
 
     def _dispatch(self, outs: list[Outgoing]) -> None:
@@ -187,15 +189,16 @@ class Hub:
         ))
 
     def _check_fill(self) -> None:
-        st = self.outbox.stats()
-        if not self._fill_alarm and (st.fill >= 0.8 or st.dropped):
+        fill = self.outbox.fill()  # cheap: runs after every stored message
+        if not self._fill_alarm and (fill >= 0.8 or self.outbox.dropped):
+            st = self.outbox.stats()
             self._fill_alarm = True
             log.error("outbox %.0f%% of its budget, %d dropped", st.fill * 100, st.dropped)
             self._spawn(self._technical(
                 "outbox_filling", fill=round(st.fill, 3), depth=st.depth,
                 used_bytes=st.used_bytes, budget_bytes=st.budget_bytes, dropped=st.dropped,
             ))
-        elif self._fill_alarm and st.fill < 0.6:
+        elif self._fill_alarm and fill < 0.6:
             self._fill_alarm = False  # re-armed: the next filling is news again
 
     def _store_problem(self, problem: str, detail: str, held: list[tuple[str, Outgoing]]) -> None:

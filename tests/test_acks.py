@@ -201,3 +201,94 @@ def test_a_hanging_radio_never_holds_up_the_hook_callers() -> None:
         assert not acks._workers
 
     run(main())
+
+
+def test_a_repeat_of_the_alarm_advert_after_giving_up_sends_the_ack_again() -> None:
+    async def main() -> None:
+        radio = Radio(fail=3)  # the device is out of reach for the first three attempts
+        acks = AckSender(radio.transmit, AckSettings(attempts=3, retry_s=0.01, retry_max_s=0.02,
+                                                     resend_after_s=0.05))
+        dev = device(1)
+        frame = b"alarm-advert-bytes"
+        acks.track(alarm("m"), report(dev, 7), frame)
+        acks.stored(alarm("m"))
+        await settle(acks)
+        assert radio.sent == [] and acks.stats["gave_up"] == 1
+        # Still waiting for its ack, the pendant repeats the alarm advert (same bytes).
+        acks.heard(dev.mac, frame)  # too soon after giving up: ignored
+        await settle(acks)
+        assert radio.attempts == 3
+        await asyncio.sleep(0.06)
+        acks.heard(dev.mac, b"some-other-advert")  # a heartbeat is no reason
+        acks.heard("D4:00:00:00:00:99", frame)  # nor another device
+        await settle(acks)
+        assert radio.attempts == 3
+        acks.heard(dev.mac, frame)
+        await settle(acks)
+        assert [decode(dev, f) for _, f in radio.sent] == [(7, ack.RECEIVED)]
+        assert acks.stats["resent_on_repeat"] == 1
+        # After the receipt the device is owed "delivered"; a late repeat gets that, the
+        # newest state, not the stale "received".
+        acks.delivered("m", {})
+        await settle(acks)
+        await asyncio.sleep(0.06)
+        acks.heard(dev.mac, frame)
+        await settle(acks)
+        assert [decode(dev, f)[1] for _, f in radio.sent] == [ack.RECEIVED, ack.DELIVERED,
+                                                               ack.DELIVERED]
+
+    run(main())
+
+
+def test_a_repeat_of_an_older_alarm_does_not_resend_a_newer_ack() -> None:
+    async def main() -> None:
+        radio = Radio()
+        acks = AckSender(radio.transmit, AckSettings(retry_s=0.01, resend_after_s=0.0))
+        dev = device(1)
+        acks.track(alarm("a"), report(dev, 1), b"first")
+        acks.stored(alarm("a"))
+        await settle(acks)
+        acks.track(alarm("b"), report(dev, 2), b"second")  # raised, not stored yet
+        acks.heard(dev.mac, b"second")
+        await settle(acks)
+        assert [decode(dev, f) for _, f in radio.sent] == [(1, ack.RECEIVED)]
+
+    run(main())
+
+
+def test_alarms_awaiting_their_receipt_survive_a_restart(tmp_path: Any) -> None:
+    from hub.acks import AckStore
+
+    dev = device(1)
+    devices = {dev.id: dev}
+
+    async def before_restart() -> None:
+        radio = Radio()
+        acks = AckSender(radio.transmit, FAST, AckStore(tmp_path / "acks.sqlite"), devices)
+        acks.track(alarm("m1"), report(dev, 77), b"alarm-advert")
+        acks.stored(alarm("m1"))
+        await settle(acks)
+        assert [decode(dev, f) for _, f in radio.sent] == [(77, ack.RECEIVED)]
+        await acks.close()  # the hub stops before the receipt comes back
+
+    async def after_restart() -> None:
+        radio = Radio()
+        acks = AckSender(radio.transmit, AckSettings(retry_s=0.01, resend_after_s=0.0),
+                         AckStore(tmp_path / "acks.sqlite"), devices)
+        assert acks.stats["restored"] == 1
+        acks.heard(dev.mac, b"alarm-advert")  # the device never got "received"
+        await settle(acks)
+        acks.delivered("m1", {})  # the outbox re-publishes, the receipt arrives
+        await settle(acks)
+        assert [decode(dev, f) for _, f in radio.sent] == [(77, ack.RECEIVED),
+                                                            (77, ack.DELIVERED)]
+        await acks.close()
+
+    async def later() -> None:
+        acks = AckSender(Radio().transmit, FAST, AckStore(tmp_path / "acks.sqlite"), devices)
+        assert acks.stats["restored"] == 0  # delivered: nothing left to remember
+        await acks.close()
+
+    run(before_restart())
+    run(after_restart())
+    run(later())

@@ -132,3 +132,64 @@ def test_button_through_bleak_alarm_receipted_and_acknowledged(
     finally:
         centre.stop()
         bluez.close()
+
+
+def test_help_is_coming_reaches_the_pendant_across_a_hub_restart(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The broker is down when the button is pressed; the hub stores the alarm ("received")
+    and is restarted before anything reaches the response centre. The new hub process state
+    delivers the alarm and, on the receipt, tells the pendant that help is coming."""
+    bluez = BluezMock(tmp_path / "bluez").start()
+    centre: ResponseCentre | None = None
+    try:
+        bluez.add_adapter()
+        cfg = config.load(write_config(tmp_path, broker.port))
+
+        def states() -> list[tuple[int, int]]:
+            aes = ack.host_aes(KEY)
+            return [ack.decode(aes, bthome.mac_bytes(PENDANT), f)
+                    for mac, f in bluez.writes() if mac == PENDANT]
+
+        async def first_hub() -> None:
+            broker.stop()
+            hub = Hub(cfg)
+            stop = asyncio.Event()
+            runner = asyncio.create_task(hub.run(stop))
+            try:
+                await until(bluez.scanning, what="hub scanning")
+                assert bluez.advertise(PENDANT, button_advert(51, 9), connectable=True)
+                bluez.add_gatt(PENDANT, ACK_SERVICE_UUID, ACK_CHAR_UUID)
+                await until(lambda: states() == [(51, ack.RECEIVED)], what="received")
+            finally:
+                stop.set()
+                await runner
+
+        async def second_hub() -> None:
+            hub = Hub(cfg)
+            stop = asyncio.Event()
+            runner = asyncio.create_task(hub.run(stop))
+            try:
+                await until(bluez.scanning, what="hub scanning")
+                # A heartbeat: the new process hears the pendant and learns where it is.
+                payload = bthome.encode_objects([(bthome.PACKET_ID, 10), (bthome.BATTERY, 80)])
+                heartbeat = bytes(bthome.encrypt_service_data(
+                    ack.host_aes(KEY), bthome.mac_bytes(PENDANT), payload, 52))
+                assert bluez.advertise(PENDANT, heartbeat, connectable=True)
+                assert centre is not None
+                alarm = await asyncio.to_thread(centre.get, 20)
+                assert (alarm["type"], alarm["device"]) == ("alarm_button", "pendant-1")
+                await until(lambda: len(states()) == 2, what="delivered after the restart")
+                assert states() == [(51, ack.RECEIVED), (51, ack.DELIVERED)]
+            finally:
+                stop.set()
+                await runner
+
+        asyncio.run(asyncio.wait_for(first_hub(), 60))
+        broker.start()
+        centre = ResponseCentre("127.0.0.1", broker.port).start()
+        asyncio.run(asyncio.wait_for(second_hub(), 60))
+    finally:
+        if centre is not None:
+            centre.stop()
+        bluez.close()

@@ -58,7 +58,7 @@ heartbeat_s = 300
 
 RULES = """\
 [button]
-cancel_event = "double_press"
+cancel_event = "hold_release"
 cancel_window_s = 30
 
 [[bed_exit]]
@@ -232,6 +232,15 @@ def test_malformed_window(tmp_path: Path, window: str, message: str) -> None:
                         "bed_exit[0].window: ") and message in p
 
 
+def test_two_rules_of_a_kind_need_distinct_names(tmp_path: Path) -> None:
+    second = '[[bed_exit]]\nbed = "bed-1"\nwindow = "22:00-07:00"\ndays = "sat,sun"\n'
+    d = make_dir(tmp_path, rules_toml=RULES.replace('name = "Besto"\n', "") + second)
+    p = one_problem(d)
+    assert p.startswith(f"{d / 'rules.toml'}:") and "bed_exit[1].name: another rule" in p
+    d = make_dir(tmp_path, rules_toml=RULES + second + 'name = "weekend"\n')
+    assert [b.name for b in config.load(d).rules.bed_exit] == ["Besto", "weekend"]
+
+
 def test_bad_days(tmp_path: Path) -> None:
     d = make_dir(tmp_path, rules_toml=RULES.replace('"mon-fri"', '"mon-fry"'))
     p = one_problem(d)
@@ -323,3 +332,9 @@ def test_the_documented_example_config_is_valid() -> None:
     assert cfg.rules.bed_exit[0].return_min == 30
     assert cfg.rules.wandering[0].inside == ("pir-hall",)
     assert cfg.rules.silent.limit_s("pendant") == 1800  # silent pendant within 30 minutes
+
+
+def test_cancel_gesture_cannot_be_an_alarm_press(tmp_path: Path) -> None:
+    d = make_dir(tmp_path, rules_toml=RULES.replace('"hold_release"', '"double_press"'))
+    p = one_problem(d)
+    assert p.startswith(f"{d / 'rules.toml'}:2: button.cancel_event: 'double_press' is not")

@@ -358,3 +358,16 @@ def test_cli_decodes_a_capture_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert lines[2]["error"].startswith(f"{path}:3: not JSON")
     assert cli.main(["decode", "--capture", str(tmp_path / "none.jsonl")]) == 2
     assert cli.main(["decode"]) == 2
+
+
+def test_a_failing_counter_store_does_not_stop_adverts(tmp_path: Path) -> None:
+    store = CounterStore(tmp_path / "c.sqlite")
+    d = AdvertDecoder({MAC: DEV}, store)
+    assert d.decode(adv(frame(1))) is not None
+    store._db.execute("PRAGMA query_only = ON")  # every write now fails, as on a bad disk
+    assert d.decode(adv(frame(2))) is not None
+    assert store.flush() is False and store.dirty
+    assert d.decode(adv(frame(2))) is None  # still refused as a repeat, from memory
+    store._db.execute("PRAGMA query_only = OFF")
+    assert store.flush() is True
+    assert CounterStore(tmp_path / "c.sqlite").last("pendant-1") == 2

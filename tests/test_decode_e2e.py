@@ -9,8 +9,6 @@ import queue
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import requires_mosquitto, requires_node
 from tools.response_centre import ResponseCentre
 from tools.virtual_home import VirtualHome, start_hub, stop_process

@@ -7,6 +7,7 @@ tests/test_delivery_support.py); the response centre is tools/response_centre.py
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -392,5 +393,104 @@ def test_documented_acl_lets_a_hub_write_only_its_site_and_read_its_receipts(
                 assert all(rc.is_failure and rc.value == 0x87 for rc in acks)
             finally:
                 forger.stop()
+
+    asyncio.run(main())
+
+
+def test_hub_killed_at_random_points_in_bursts_loses_no_stored_alarm(workdir: Path) -> None:
+    import random
+
+    rng = random.Random(int(os.environ.get("CHAOS_SEED", "6")))
+    broker = Mosquitto(workdir / "broker").start()
+    centre = ResponseCentre("127.0.0.1", broker.port).start()
+    cfg = write_config(workdir, broker.port)
+    stored: set[str] = set()
+    try:
+        for round_ in range(3):
+            hub = HubProcess(cfg, workdir / "hub.log")
+            hub.send(f"burst r{round_}_ 300")
+            k = rng.randint(1, 299)
+            while len(hub.stored) < k:
+                hub.expect("stored ")
+            hub.kill()  # somewhere in the burst: stored, in flight, PUBACKed, receipted
+            stored.update(hub.stored)
+        hub = HubProcess(cfg, workdir / "hub.log")  # the restart delivers what is left
+        assert centre.wait_for(stored, 40) == set(), "stored alarms lost"
+        hub.kill()
+    finally:
+        centre.stop()
+        broker.close()
+
+
+def _tmpfs(where: Path, size_kb: int) -> bool:
+    where.mkdir(parents=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=0755", "tmpfs",
+                        str(where)], capture_output=True)
+    return r.returncode == 0
+
+
+def test_full_filesystem_raises_a_technical_alarm_and_loses_no_alarm(workdir: Path) -> None:
+    data = workdir / "var"  # the hub's data_dir
+    if not _tmpfs(data, 3072):
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+
+    async def main() -> None:
+        with Mosquitto(workdir / "broker") as broker:
+            centre = ResponseCentre("127.0.0.1", broker.port).start()
+            try:
+                async with running(make_hub(write_config(workdir, broker.port))) as hub:
+                    await hub.emit(outgoing("alarm", "f0"))
+                    with open(data / "filler", "wb", buffering=0) as f:  # a log gone wild
+                        try:
+                            while True:
+                                f.write(b"\0" * 65536)
+                        except OSError:
+                            pass
+                    for i in range(1, 30):
+                        await asyncio.wait_for(hub.emit(outgoing("alarm", f"f{i}", pad=3000)), 20)
+                    want = {f"f{i}" for i in range(30)}
+                    await until(lambda: want <= centre.seen_ids, 20, "alarms at the centre")
+                    await until(lambda: any(m["type"] == "outbox_disk_full" for m in centre.all),
+                                20, "technical alarm")
+                    tech = next(m for m in centre.all if m["type"] == "outbox_disk_full")
+                    assert tech["kind"] == "technical_alarm" and tech["hub"] == "hub-t"
+                    assert "filesystem full" in tech["detail"]
+                    await until(lambda: hub.outbox.depth() == 0, 20, "all receipted")
+            finally:
+                centre.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)
+
+
+def test_budget_full_drops_telemetry_raises_technical_alarm_keeps_alarms(
+    workdir: Path,
+) -> None:
+    async def main() -> None:
+        broker = Mosquitto(workdir / "broker").start()
+        centre = ResponseCentre("127.0.0.1", broker.port, group=None).start()
+        cfg = write_config(workdir, broker.port, extra_mqtt="outbox_budget_mb = 0.02\n")
+        try:
+            async with running(make_hub(cfg)) as hub:
+                await until(lambda: hub.link.connected, what="connected")
+                broker.stop()  # a long outage: the budget (20 kB) fills up
+                for i in range(60):
+                    await hub.emit(outgoing("status", f"s{i:02}", pad=500))
+                    if i % 6 == 0:
+                        await hub.emit(outgoing("alarm", f"a{i:02}", pad=500))
+                assert hub.outbox.dropped > 0
+                broker.start()
+                alarms = {f"a{i:02}" for i in range(0, 60, 6)}
+                await until(lambda: alarms <= centre.seen_ids, 30, "every alarm")
+                await until(lambda: hub.outbox.depth() == 0, 30, "outbox drained")
+        finally:
+            centre.stop()
+            broker.close()
+        [tech] = [m for m in centre.all if m["type"] == "outbox_filling"]
+        assert tech["budget_bytes"] == 20000 and tech["depth"] > 0
+        got_status = [i for i in centre.ids() if i[0] == "s"]
+        assert "s59" in got_status and "s00" not in got_status  # the oldest went first
 
     asyncio.run(main())

@@ -188,17 +188,20 @@ def test_reflash_with_rotation_gives_a_new_key_everywhere(
     store.close()
 
 
-def test_a_board_without_the_hubs_key_is_not_silently_rekeyed(
-    board: SimBoardProcess, hub_toml: Path
+def test_a_board_without_the_hubs_key_is_refused_before_the_erase(
+    board: SimBoardProcess, hub_toml: Path, image: Path, fake_esptool: Path
 ) -> None:
-    args = ("--role", "pendant", "--port", board.port, "--id", "pendant-1", "--no-image",
+    args = ("--role", "pendant", "--port", board.port, "--id", "pendant-1",
             "--hub-config", str(hub_toml))
-    assert run(*args)[0] == 0
+    assert run(*args, "--no-image")[0] == 0
     (board.flash / "config.json").unlink()  # another board, or this one wiped
     hub_before = hub_toml.read_text()
-    rc, _, err = run(*args)
+    before = board.files()
+    rc, _, err = run(*args, "--image", str(image))
     assert rc == 2 and "ROTATE_KEY=1" in err
     assert hub_toml.read_text() == hub_before
+    assert not fake_esptool.exists()  # esptool never ran: the board is as it was
+    assert board.files() == before
 
 
 def test_dry_run_prints_every_step_and_touches_nothing(
@@ -221,8 +224,10 @@ def test_dry_run_prints_every_step_and_touches_nothing(
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", "-s", "flash", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    # -o setup: this test already runs in the set-up environment; a concurrent edit of
+    # pyproject.toml must not make it reinstall the venv halfway through the suite.
+    return subprocess.run(["make", "-s", "-o", "setup", "flash", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
 
 
 def test_make_flash_dry_run(image: Path, hub_toml: Path) -> None:

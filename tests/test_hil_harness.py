@@ -10,12 +10,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from protocols import bthome
+from tests.bluez_mock import BluezMock, requires_dbus
 from tests.hil.conftest import device_config
 from tests.hil.helpers import AES, MAC, values
 from tools import hil_serial
@@ -180,3 +183,44 @@ def test_hil_port_selects_the_serial_backend(sim: SimBoardProcess) -> None:
     assert " passed" in p.stdout, p.stdout[-3000:] + p.stderr[-2000:]
     assert "failed" not in p.stdout.splitlines()[-1], p.stdout[-3000:]
     assert (sim.flash / "hil_board.py").exists()  # it ran on the serial board, not the virtual one
+
+
+@requires_dbus
+def test_adverts_heard_by_the_hubs_bleak_scanner(sim: SimBoardProcess, tmp_path: Path) -> None:
+    # The board's radio output (the simulated board's air.log) is put on a mock BlueZ's air,
+    # where the hub's real bleak scanner (HIL_ADVERTS=bleak) hears it, as on the CI runner.
+    bluez = BluezMock(tmp_path / "bluez").start()
+    stop = threading.Event()
+
+    def air() -> None:
+        current: bytes | None = None
+        seen = 0
+        while not stop.is_set():
+            rows = sim.air_log.read_text().splitlines() if sim.air_log.exists() else []
+            for row in rows[seen:]:
+                adv = json.loads(row)["adv"]
+                current = bytes.fromhex(adv) if adv else None
+            seen = len(rows)
+            if current is not None:
+                svc = bthome.service_data_from_advert(current)
+                assert svc is not None
+                bluez.advertise(MAC, svc, rssi=-55)
+            time.sleep(0.05)
+
+    radio = threading.Thread(target=air, daemon=True)
+    try:
+        bluez.add_adapter()
+        radio.start()
+        with serial_dut(sim, device_config("door"), adverts_from="bleak") as d:
+            d.advance(1000)
+            d.set_pin("door", 1)
+            d.advance(2000)  # the burst is on the air for real during this
+            reported = {a.service_data for a in d.adverts}  # what the board says it sent
+            heard = {a.service_data for a in d.adverts_since(0)}  # what the scanner heard
+            assert heard and heard <= reported
+            opened = [v for _, v in values(d, 1)]
+            assert opened and opened[-1]["door"] == 1
+    finally:
+        stop.set()
+        radio.join(5)
+        bluez.close()

@@ -68,6 +68,25 @@ def test_plain_vectors(name: str, adv: str, values: dict[str, int]) -> None:
     assert bthome.decode(svc).as_dict() == values
 
 
+# bthome-ble's own plain test vectors (tests/test_parser_v2.py, the named tests), service data
+# from the device-info byte, with the values bthome-ble asserts for them.
+BTHOME_BLE_PLAIN = [
+    ("test_bthome_voltage", "400c020c", {"voltage_mv": 3074}),  # 3.074 V
+    ("test_bthome_binary_sensor", "400f01", {"generic": 1}),
+    ("test_bthome_binary_sensor_opening", "401100", {"opening": 0}),
+    ("test_bthome_binary_sensor_window", "402d01", {"window": 1}),
+    ("test_bthome_event_button_long_press", "403a04", {"button": bthome.BUTTON_LONG_PRESS}),
+    ("test_bthome_event_button_hold_press", "403a80", {"button": bthome.BUTTON_HOLD_PRESS}),
+    ("test_bthome_event_triple_button_device", "403a003a013a03",
+     {"button_1": 0, "button_2": bthome.BUTTON_PRESS, "button_3": bthome.BUTTON_TRIPLE_PRESS}),
+]
+
+
+@pytest.mark.parametrize("name,svc,values", BTHOME_BLE_PLAIN, ids=[v[0] for v in BTHOME_BLE_PLAIN])
+def test_bthome_ble_plain_vectors(name: str, svc: str, values: dict[str, int]) -> None:
+    assert bthome.decode(bytes.fromhex(svc)).as_dict() == values
+
+
 def test_repeated_button_objects_get_suffixes() -> None:
     # bthome.io/format: 3A00 3A01 = no event on button 1, press on button 2.
     d = bthome.decode(bytes.fromhex("403a003a01"))

@@ -51,10 +51,11 @@ def hub_dir(tmp_path: Path) -> Path:
     return d
 
 
-def reg(key: str | None = None, **kw: str) -> Registration:
-    fields = {"id": "pendant-1", "role": "pendant", "mac": "24:0a:c4:00:00:01", "room": "bedroom"}
+def reg(key: str | None = None, **kw: object) -> Registration:
+    fields: dict[str, object] = {"id": "pendant-1", "role": "pendant", "mac": "24:0a:c4:00:00:01",
+                                 "room": "bedroom"}
     fields.update(kw)
-    return Registration(key=key or provision.new_key(), **fields)
+    return Registration(key=key or provision.new_key(), **fields)  # type: ignore[arg-type]
 
 
 def test_new_keys_are_128_bit_and_distinct() -> None:
@@ -137,12 +138,49 @@ def test_local_registration_writes_config_keys_and_audit(hub_dir: Path) -> None:
     assert keys["pendant-1"] == bytes.fromhex(r.key)
     assert keys["door-1"] == bytes(range(16))  # others kept
     assert stat.S_IMODE(os.stat(hub_dir / "keys.toml").st_mode) == 0o600
-    audit = [json.loads(x) for x in (hub_dir / "var" / "audit.log").read_text().splitlines()]
-    assert audit[-1]["action"] == "register_device" and audit[-1]["device"] == "pendant-1"
-    assert audit[-1]["time"].startswith("2026-09-21T")
+    audit_text = (hub_dir / "var" / "audit.jsonl").read_text()  # the hub's own audit log
+    audit = [json.loads(x) for x in audit_text.splitlines()]
+    assert audit[-1]["action"] == "register-device" and audit[-1]["device"] == "pendant-1"
+    assert audit[-1]["time"].startswith("2026-09-21T") and audit[-1]["via"] == "tools.provision"
     assert audit[-1]["key_fingerprint"] == provision.fingerprint(r.key)
-    assert r.key not in (hub_dir / "var" / "audit.log").read_text()
-    assert not list(hub_dir.glob(".*.new"))
+    assert '+id = "pendant-1"' in audit[-1]["diff"]
+    assert r.key not in audit_text
+    assert not [p for p in hub_dir.iterdir() if p.name.startswith(".")]
+
+
+SITE_TOML = """\
+[site]
+id = "storgata-1"
+
+[hub]
+id = "hub-1"
+data_dir = "../var"
+keys_file = "keys.toml"
+
+[radio]
+kind = "bleak"
+"""
+
+
+def test_an_installed_hubs_config_directory_gets_the_device_in_devices_toml(
+    tmp_path: Path,
+) -> None:
+    conf = tmp_path / "etc-tryggheim"
+    conf.mkdir()
+    (conf / "site.toml").write_text(SITE_TOML)
+    hub = LocalHub(conf)
+    hub.check()
+    r = reg(heartbeat_s=900)
+    hub.register(r)
+    assert (conf / "site.toml").read_text() == SITE_TOML
+    assert (conf / "devices.toml").read_text().startswith(provision.DEVICES_HEADER)
+    cfg = hub_config.load(conf)
+    assert cfg.devices["pendant-1"].heartbeat_s == 900
+    assert hub_keys.load(conf / "keys.toml")["pendant-1"] == bytes.fromhex(r.key)
+    with pytest.raises(ProvisionError, match=r"etc-tryggheim/devices.toml:\d+: device\[1\].mac"):
+        hub.register(reg(id="x-2", mac="zz"))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert sorted(hub_config.load(conf).devices) == ["pendant-1"]
 
 
 def test_a_bad_registration_changes_nothing(hub_dir: Path) -> None:
@@ -151,7 +189,7 @@ def test_a_bad_registration_changes_nothing(hub_dir: Path) -> None:
         LocalHub(hub_dir / "hub.toml").register(reg(mac="not-a-mac"))
     after = {p.name: p.read_bytes() for p in hub_dir.iterdir() if p.is_file()}
     assert after == before
-    assert not (hub_dir / "var" / "audit.log").exists()
+    assert not (hub_dir / "var" / "audit.jsonl").exists()
 
 
 def test_an_invalid_hub_config_is_reported_before_anything(hub_dir: Path) -> None:
@@ -179,8 +217,8 @@ def test_rotating_a_key_makes_the_hub_forget_the_old_counter(hub_dir: Path) -> N
     assert store.last("door-1") == 77
     store.close()
     actions = [json.loads(x)["action"]
-               for x in (hub_dir / "var" / "audit.log").read_text().splitlines()]
-    assert actions == ["register_device", "register_device", "rotate_device_key"]
+               for x in (hub_dir / "var" / "audit.jsonl").read_text().splitlines()]
+    assert actions == ["register-device", "register-device", "rotate-device-key"]
 
 
 def fake_ssh(tmp_path: Path, exit_code: int | None = None) -> Path:

@@ -395,8 +395,7 @@ def test_button_press_is_an_immediate_critical_alarm_and_cancel_clears_it() -> N
     out = h.report("pendant-1", at("2026-11-26 10:00"), button=bthome.BUTTON_PRESS)
     assert [(o.kind, o.priority, o.payload["type"], o.payload["trigger"]) for o in out] == [
         ("alarm", 1, "alarm_button", "press")]
-    cancel = h.report("pendant-1", at("2026-11-26 10:00:20"),
-                      button=bthome.BUTTON_DOUBLE_PRESS)
+    cancel = h.report("pendant-1", at("2026-11-26 10:00:20"), button=bthome.BUTTON_CANCEL)
     assert [(o.kind, o.payload["reason"], o.payload["alarm_id"]) for o in cancel] == [
         ("alarm_cleared", "cancelled_by_resident", out[0].payload["alarm_id"])]
 
@@ -405,16 +404,22 @@ def test_cancel_after_the_window_does_nothing_and_each_press_is_an_alarm() -> No
     h = Home(RulesConfig())
     h.report("pendant-1", at("2026-11-26 10:00"), button=bthome.BUTTON_PRESS)
     h.run(at("2026-11-26 10:00"), at("2026-11-26 10:02"), step=10)
-    assert h.report("pendant-1", at("2026-11-26 10:02"), button=bthome.BUTTON_DOUBLE_PRESS) == []
+    assert h.report("pendant-1", at("2026-11-26 10:02"), button=bthome.BUTTON_CANCEL) == []
     h.report("pendant-1", at("2026-11-26 10:03"), button=bthome.BUTTON_LONG_PRESS)
-    assert len(h.of("alarm_button", "raised")) == 2
+    h.report("pendant-1", at("2026-11-26 10:04"), button=bthome.BUTTON_DOUBLE_PRESS)
+    h.report("pendant-1", at("2026-11-26 10:05"), button=bthome.BUTTON_TRIPLE_PRESS)
+    assert [o.payload["trigger"] for o in h.of("alarm_button", "raised")] == [
+        "press", "long_press", "double_press", "triple_press"]
 
 
 def test_fall_from_wearable_is_critical_alarm() -> None:
     h = Home(RulesConfig())
     out = h.report("watch-1", at("2026-11-26 10:00"), problem=1)
     assert [(o.kind, o.priority, o.payload["type"]) for o in out] == [("alarm", 1, "fall")]
-    assert h.report("watch-1", at("2026-11-26 10:01"), problem=0) == []
+    # Heartbeats carry the current state: still 1 is the same fall, not a new one.
+    assert h.report("watch-1", at("2026-11-26 10:10"), problem=1, battery=80) == []
+    assert h.report("watch-1", at("2026-11-26 10:11"), problem=0) == []
+    assert len(h.report("watch-1", at("2026-11-26 11:00"), problem=1)) == 1
 
 
 # -- battery -------------------------------------------------------------------------------

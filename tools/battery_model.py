@@ -16,12 +16,13 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "hardware" / "battery.md"
 
 
-def firmware() -> dict[str, object]:
+def firmware() -> dict[str, ModuleType]:
     """The firmware modules, imported from firmware/ as the device runs them."""
     fw = str(ROOT / "firmware")
     if fw not in sys.path:
@@ -121,10 +122,10 @@ def daily_mas(role: str) -> dict[str, float]:
     """mA*s per day at the 3 V rail, by what spends it."""
     fw = firmware()
     dev = fw["device"]
-    interval = dev.BURST_INTERVAL_MS  # type: ignore[attr-defined]
-    hb_per_day = 86400 / dev.HEARTBEAT_S  # type: ignore[attr-defined]
-    hb = advert_mas(dev.HEARTBEAT_BURST_MS, interval)  # type: ignore[attr-defined]
-    event = advert_mas(dev.EVENT_BURST_MS, interval)  # type: ignore[attr-defined]
+    interval = dev.BURST_INTERVAL_MS
+    hb_per_day = 86400 / dev.HEARTBEAT_S
+    hb = advert_mas(dev.HEARTBEAT_BURST_MS, interval)
+    event = advert_mas(dev.EVENT_BURST_MS, interval)
     day = 86400.0
     out: dict[str, float] = {}
     rechargeable = role in ("pendant", "wearable")
@@ -133,14 +134,14 @@ def daily_mas(role: str) -> dict[str, float]:
     reports = 0.0  # event adverts a day, spread over `active_h` hours
     active_h = 16.0
     if role == "door":
-        settle = fw["door"].SETTLE_MS / 1000 * f("active_ma")  # type: ignore[attr-defined]
+        settle = fw["door"].SETTLE_MS / 1000 * f("active_ma")
         reports = 40
         out["events"] = reports * (wake_mas() + settle + event)
         out["sensor"] = day * f("reed_pullup_ma") * 0.95
     elif role == "pir":
         pir = fw["pir"]
-        reports = min(300, active_h * 3600 / pir.HOLDOFF_S)  # type: ignore[attr-defined]
-        motion = advert_mas(pir.MOTION_BURST_MS, interval)  # type: ignore[attr-defined]
+        reports = min(300, active_h * 3600 / pir.HOLDOFF_S)
+        motion = advert_mas(pir.MOTION_BURST_MS, interval)
         # Triggers inside a hold-off cost nothing: the PIR cannot wake the ESP32 then.
         out["events"] = reports * (wake_mas() + motion) + reports * wake_mas()  # + hold-off end
         out["sensor"] = day * f("pir_ma")
@@ -151,18 +152,18 @@ def daily_mas(role: str) -> dict[str, float]:
         out["sensor"] = day * f("mat_pull_ma")
     elif role in ("pendant", "wearable"):
         al = fw["alarm"]
-        attempt = advert_mas(al.BURST_MS, interval)  # type: ignore[attr-defined]
-        listen = advert_mas(al.RECEIVED_LISTEN_MS, al.SLOW_INTERVAL_MS)  # type: ignore[attr-defined]
-        show = al.HELP_SHOW_MS / 1000 * f("active_ma")  # type: ignore[attr-defined]
+        attempt = advert_mas(al.BURST_MS, interval)
+        listen = advert_mas(al.RECEIVED_LISTEN_MS, al.SLOW_INTERVAL_MS)
+        show = al.HELP_SHOW_MS / 1000 * f("active_ma")
         out["events"] = (wake_mas() + attempt + listen + show) / 7 + 2 * (wake_mas() + hb) / 7
     # Every advert postpones the next heartbeat (Device.send): an interval with an event in
     # it needs none. Events are taken as spread evenly over the active hours.
-    covered = min(reports, active_h * 3600 / dev.HEARTBEAT_S)  # type: ignore[attr-defined]
+    covered = min(reports, active_h * 3600 / dev.HEARTBEAT_S)
     out["heartbeats"] = (hb_per_day - covered) * (wake_mas() + hb)
     if role == "wearable":
         w = fw["wearable"]
-        per_wake = w.WATERMARK + 1  # type: ignore[attr-defined]
-        wakes = day * w.RATE_HZ / per_wake  # type: ignore[attr-defined]
+        per_wake = w.WATERMARK + 1
+        wakes = day * w.RATE_HZ / per_wake
         i2c_ms = 6 * per_wake * 9 / f("i2c_hz") * 1000
         awake_ms = f("light_wake_ms") + i2c_ms + per_wake * f("sample_cpu_ms")
         out["sampling (awake)"] = wakes * awake_ms / 1000 * f("active_ma")

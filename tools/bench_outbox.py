@@ -128,7 +128,9 @@ def _paho_windowed(port: int, n: int, window: int, payload: bytes) -> float:
 def bench_replay(d: Path, window: int = 100) -> None:
     from hub.mqtt_link import MqttLink
 
-    broker = Mosquitto(d / "broker").start()
+    # A subscriber that falls behind must not have messages dropped by the broker's
+    # default per-client queue limit (1000): this measures the hub, not that limit.
+    broker = Mosquitto(d / "broker", extra_conf="max_queued_messages 0\n").start()
     try:
         sub = _Counter(broker.port, f"{mqtt_schema.TOPIC_ROOT}/{SITE}/status")
         sample = _msg("status", 0)[1].payload

@@ -42,7 +42,10 @@ KEEP_AS_SOURCE = {"main.py"}
 # Where the MicroPython image goes in flash, per chip (MicroPython's download page).
 IMAGE_OFFSET = {"esp32": "0x1000", "esp32s2": "0x1000", "esp32s3": "0x0", "esp32c3": "0x0",
                 "esp32c6": "0x0"}
-DEFAULT_HUB_CONFIG = "/etc/tryggheim/hub.toml"
+DEFAULT_HUB_CONFIG = "/etc/tryggheim"  # an installed hub's config directory (docs/ADMIN.md)
+# How tools.provision runs on an installed hub (docs/INSTALL.md puts the venv in /opt/tryggheim);
+# sudo -n: the installer's account needs a sudoers entry for exactly this (docs/INSTALLER.md).
+DEFAULT_HUB_COMMAND = "sudo -n /opt/tryggheim/.venv/bin/python -m tools.provision"
 
 
 class FlashError(Exception):
@@ -375,12 +378,16 @@ class Flow:
 
     # -- read what is there
     def _read_board(self) -> None:
+        self._read_board_files()
+        self._early_key_decision()
+
+    def _read_board_files(self) -> None:
         try:
             repl = Repl(self.o.port, wait_s=0 if self.o.image is not None else self.o.repl_wait_s)
         except FlashError:
             if self.o.image is None:
                 raise
-            say("      no MicroPython answers: a new board")
+            say("      no MicroPython answers: a new board (or one asleep)")
             return
         try:
             raw = repl.read("config.json")
@@ -397,6 +404,12 @@ class Flow:
         if self.c.old_config:
             say(f"      the board was {self.c.old_config.get('id')!r} "
                 f"({self.c.old_config.get('role')}); counter mark {self.c.old_counter}")
+
+    def _early_key_decision(self) -> None:
+        # Decided before the erase when the id is known: a board that cannot keep its key must
+        # be refused while it is still intact.
+        if self.o.device_id or (self.c.old_config or {}).get("id"):
+            self._decide_key()
 
     # -- compile
     def _names(self) -> list[str]:
@@ -429,6 +442,8 @@ class Flow:
     # -- config and key
     def _decide_key(self) -> None:
         o, c = self.o, self.c
+        if c.key:
+            return
         old = c.old_config or {}
         c.device_id = o.device_id or old.get("id") or ""
         if not c.device_id:
@@ -439,7 +454,8 @@ class Flow:
             if hub_fp and not o.rotate_key:
                 raise FlashError(
                     f"the hub already has a key for {c.device_id!r} but this board does not "
-                    "hold it (erased, or another board). To give this board the id, add "
+                    "hold it (erased, another board, or asleep so it could not be read: then "
+                    "press its RESET and run again). To give this board the id, add "
                     "ROTATE_KEY=1: a new key replaces the old one on the hub.")
             c.key, c.rotated = provision.new_key(), bool(hub_fp) or bool(old.get("key"))
             return
@@ -503,9 +519,15 @@ class Flow:
         if self.o.hub is None:
             say("      no hub given: register later with the same command and HUB=...")
             return
-        self.o.hub.register(Registration(c.device_id, self.o.role, c.mac, c.key, self.o.room))
-        say(f"      registered {c.device_id} with {self.o.hub.describe()}; restart the hub "
-            "service to load it (sudo systemctl restart tryggheim)")
+        self.o.hub.register(Registration(c.device_id, self.o.role, c.mac, c.key, self.o.room,
+                                         self.o.heartbeat_s))
+        if c.rotated:
+            # The running hub still remembers the old key's counter (a reload keeps it), and
+            # the new key's counter starts at 0: only a restart reads the reset counter.
+            how = "restart the hub to use the new key: sudo systemctl restart tryggheim"
+        else:
+            how = "load it into the running hub: sudo tryggheim reload"
+        say(f"      registered {c.device_id} with {self.o.hub.describe()}; {how}")
 
     def _reset(self) -> None:
         self.c.transport.reset()
@@ -538,8 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub", help="user@host of the hub, reached over SSH")
     p.add_argument("--hub-config", help="the hub's config file (on the hub with --hub; "
                    f"default there {DEFAULT_HUB_CONFIG})")
-    p.add_argument("--hub-command", default="python3 -m tools.provision",
-                   help="how to run tools.provision on the hub (with --hub)")
+    p.add_argument("--hub-command", default=DEFAULT_HUB_COMMAND,
+                   help=f"how to run tools.provision on the hub (default: {DEFAULT_HUB_COMMAND})")
     p.add_argument("--room", default="")
     p.add_argument("--rotate-key", action="store_true", help="issue a new key even on re-flash")
     p.add_argument("--heartbeat-s", type=int)

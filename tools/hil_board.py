@@ -19,6 +19,7 @@
 # scanner really hears the burst. Deep sleep is emulated (the app is re-run with the wake
 # reason) because a real deep sleep would drop the USB serial link the host drives; for the
 # same reason the hardware watchdog is not started here.
+import json
 import sys
 import time
 
@@ -64,8 +65,12 @@ class HilBoard:
         self.power_on_ms = 0
 
     def __getattr__(self, name):
-        # configure, mac, aes_ecb, rtc_load, rtc_save, scan, i2c: the board's own.
+        # mac, aes_ecb, rtc_load, rtc_save, scan, i2c: the board's own.
         return getattr(self._real, name)
+
+    def configure(self, cfg):
+        self._real.configure(cfg)
+        out("pins", json.dumps(cfg.get("pins", {})).replace(" ", ""))
 
     # -- time, owned by the host --------------------------------------------------------
     def ticks_ms(self):

@@ -36,6 +36,8 @@ COMMAND_TIMEOUT_S = 60.0
 # Firmware put on a port once per test session (the board keeps it between tests).
 _synced: set[tuple[str, str]] = set()
 _active: dict[str, HilSerialBoard] = {}
+RAMP_STEP_MS = 1000
+KEEP_FILES = ("config.json", "pinmap.json")  # data on the flash that is not test state
 
 
 class HilError(RuntimeError):
@@ -57,6 +59,7 @@ class HilSerialBoard:
     sleeping: bool = False
     boots: list[tuple[int, str]] = field(default_factory=list)  # (t_ms, wake reason)
     levels: dict[str, int] = field(default_factory=dict)  # inputs as the test set them
+    pin_map: dict[str, Any] = field(default_factory=dict)  # what the firmware configured
 
     def __post_init__(self) -> None:
         self._repl: Repl | None = None
@@ -65,6 +68,8 @@ class HilSerialBoard:
         self._seq = 0  # number of the last command sent
         self._running = False  # the driver is running on the board
         self._rtc = b""
+        self._rx: list[tuple[int, bytes]] = []  # hub writes due later: (device ms, frame)
+        self._ramp: tuple[int, int, int, int] | None = None  # battery: t0, mv0, t1, mv1
         self._scanner: _BleakListener | None = None
         self._sync: list[tuple[float, int]] = []  # (host monotonic, device ms) at each idle
 
@@ -87,9 +92,11 @@ class HilSerialBoard:
                 repl.remove("config.json")
         else:
             repl.write("config.json", json.dumps(self.config).encode())
-        for stale in ("counter_hwm", "counter_hwm.new"):
-            if repl.exists(stale):
-                repl.remove(stale)
+        # What the firmware keeps on flash (counter mark, an unacknowledged alarm ...) belongs
+        # to the previous test: a virtual board starts with a fresh flash, and so does this.
+        for name, is_dir in repl.listdir(""):
+            if not is_dir and not name.endswith((".py", ".mpy")) and name not in KEEP_FILES:
+                repl.remove(name)
         repl.exec("import machine\nmachine.RTC().memory(b'')")
         if self.mac is None:
             mac = repl.eval("(lambda b: (b.active(True), b.config('mac')[1])[1])"
@@ -157,7 +164,24 @@ class HilSerialBoard:
         self.set_pin(pin, 0)
 
     def advance(self, ms: int) -> None:
-        self._send(f"A {int(ms)}")
+        """Device time passes; hub writes and battery changes scheduled in it happen on time."""
+        target = self.now_ms + int(ms)
+        while True:
+            due = [t for t, _ in self._rx if t <= target]
+            stop = min(due) if due else target
+            if self._ramp is not None and self._ramp[2] <= self.now_ms:
+                self._ramp = None  # the ramp is over: the final voltage from now on
+                self._send(f"B {self.battery_mv}")
+            if self._ramp is not None:
+                stop = min(stop, self.now_ms + RAMP_STEP_MS)
+                self._send(f"B {self._battery_at(self.now_ms)}")
+            if stop > self.now_ms:
+                self._send(f"A {stop - self.now_ms}")
+            for t, frame in [x for x in self._rx if x[0] <= self.now_ms]:
+                self._rx.remove((t, frame))
+                self._send(f"W {frame.hex()}")
+            if self.now_ms >= target:
+                return
 
     def adverts_since(self, t_ms: int) -> list[Advert]:
         if self._scanner is not None:
@@ -176,16 +200,25 @@ class HilSerialBoard:
         return self._rtc
 
     def hub_write(self, frame: bytes, at_ms: int | None = None) -> None:
-        """An ack frame from the hub (the board's receive() returns it)."""
-        if at_ms is not None and at_ms > self.now_ms:
-            raise HilError("a real board takes hub writes now; advance to at_ms first")
-        self._send(f"W {frame.hex()}")
+        """The hub writes an ack frame to this device at at_ms (default now); the board's
+        receive() returns it."""
+        if at_ms is None or at_ms <= self.now_ms:
+            self._send(f"W {frame.hex()}")
+        else:
+            self._rx.append((at_ms, bytes(frame)))
 
     def set_battery(self, mv: int, over_ms: int = 0) -> None:
-        if over_ms:
-            raise HilError("battery ramps need the virtual board (or a programmable supply)")
+        """Battery voltage goes to mv, linearly over over_ms of device time (in 1 s steps)."""
+        start = self._battery_at(self.now_ms) if self.battery_mv is not None else int(mv)
+        self._ramp = (self.now_ms, start, self.now_ms + over_ms, int(mv)) if over_ms else None
         self.battery_mv = int(mv)
-        self._send(f"B {int(mv)}")
+        self._send(f"B {self._battery_at(self.now_ms)}")
+
+    def _battery_at(self, t: int) -> int:
+        if self._ramp is None or t >= self._ramp[2]:
+            return int(self.battery_mv or 0)
+        t0, v0, t1, v1 = self._ramp
+        return v0 + (v1 - v0) * (t - t0) // (t1 - t0)
 
     def power_cycle(self, off_ms: int = 1000) -> None:
         """Power lost and back: RTC memory is gone, the flash (counter mark) stays."""
@@ -276,6 +309,8 @@ class HilSerialBoard:
         elif kind == "boot":
             self.sleeping = False
             self.boots.append((int(parts[2]), parts[3]))
+        elif kind == "pins":
+            self.pin_map = json.loads(parts[2])
         elif kind == "rtc":
             self._rtc = b"" if parts[2] == "-" else bytes.fromhex(parts[2])
         elif kind == "halt":

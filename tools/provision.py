@@ -22,6 +22,7 @@ import secrets
 import shlex
 import subprocess
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ from typing import Any, Protocol
 
 from hub import config as hub_config
 from hub import keys as hub_keys
-from hub.clock import Clock, SystemClock, iso
+from hub.audit import AuditLog, Who, diff, user_name
+from hub.clock import Clock, SystemClock
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = hub_config.ROLES
@@ -55,6 +57,7 @@ class Registration:
     mac: str
     key: str  # 32 hex digits
     room: str = ""
+    heartbeat_s: int | None = None  # None: the role's default
 
 
 def new_key() -> str:
@@ -128,11 +131,16 @@ def _toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
+DEVICES_HEADER = "# Devices in the home. The key of device X is keys[X] in the keys file.\n"
+
+
 def device_block(reg: Registration) -> str:
     lines = ["[[device]]", f"id = {_toml_str(reg.id)}", f"role = {_toml_str(reg.role)}",
              f"mac = {_toml_str(reg.mac.upper())}"]
     if reg.room:
         lines.append(f"room = {_toml_str(reg.room)}")
+    if reg.heartbeat_s is not None:  # the hub reports a device silent after its heartbeats
+        lines.append(f"heartbeat_s = {int(reg.heartbeat_s)}")
     return "\n".join(lines) + "\n"
 
 
@@ -172,6 +180,16 @@ def _write_private(path: Path, data: str, mode: int) -> None:
         os.fsync(f.fileno())
 
 
+def _same_owner(new: Path, old: Path, fallback: Path) -> None:
+    """Run as root (sudo), a replaced file must stay the hub user's, or the hub could no
+    longer read its own keys file (mode 0600)."""
+    if os.geteuid() != 0:
+        return
+    ref = old if old.exists() else fallback
+    st = os.stat(ref)
+    os.chown(new, st.st_uid, st.st_gid)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -196,12 +214,19 @@ class Hub(Protocol):
 
 
 class LocalHub:
+    """The hub's config on this machine: a config directory (devices go into devices.toml) or
+    one config file (tests, the demo)."""
+
     def __init__(self, config: str | Path, clock: Clock | None = None) -> None:
         self.config = Path(config)
         self.clock = clock or SystemClock()
 
     def describe(self) -> str:
         return f"hub config {self.config}"
+
+    @property
+    def devices_file(self) -> Path:
+        return self.config / "devices.toml" if self.config.is_dir() else self.config
 
     def _load(self) -> hub_config.HubConfig:
         try:
@@ -220,7 +245,7 @@ class LocalHub:
     def check(self) -> None:
         cfg = self._load()
         self._keys(cfg.keys_file)
-        for d in {self.config.parent, cfg.keys_file.parent}:
+        for d in {self.devices_file.parent, cfg.keys_file.parent}:
             if not os.access(d, os.W_OK):
                 raise ProvisionError(f"{d}: not writable by this user; run as the hub's owner")
 
@@ -228,6 +253,31 @@ class LocalHub:
         cfg = self._load()
         key = self._keys(cfg.keys_file).get(device_id)
         return fingerprint(key.hex()) if key else None
+
+    def _validate(self, devices_text: str) -> None:
+        """Load the config as it would be with `devices_text`, with the hub's own loader."""
+        target = self.devices_file
+        with tempfile.TemporaryDirectory(prefix=".register-", dir=self.config.parent) as tmp:
+            if self.config.is_dir():
+                # The same directory, devices.toml replaced: relative paths still resolve.
+                trial = Path(tmp) / self.config.name
+                trial.mkdir()
+                for entry in self.config.iterdir():
+                    if entry.name != "devices.toml":
+                        (trial / entry.name).symlink_to(entry.resolve())
+                (trial / "devices.toml").write_text(devices_text)
+            else:
+                trial = self.config.parent / f".{self.config.name}.check"
+                trial.write_text(devices_text)
+            try:
+                hub_config.load(trial)
+            except hub_config.ConfigError as e:
+                shown = str(e).replace(str(trial / "devices.toml"), str(target))
+                shown = shown.replace(str(trial), str(self.config))
+                raise ProvisionError(f"registration would break the hub config:\n{shown}") from None
+            finally:
+                if not self.config.is_dir():
+                    trial.unlink(missing_ok=True)
 
     def register(self, reg: Registration) -> None:
         check_id(reg.id)
@@ -239,39 +289,40 @@ class LocalHub:
         keys = self._keys(keys_path)
         rotated = reg.id in keys and keys[reg.id] != bytes.fromhex(reg.key)
         keys[reg.id] = bytes.fromhex(reg.key)
-        new_conf = config_with_device(self.config.read_text(), reg)
-        conf_tmp = self.config.with_name(f".{self.config.name}.new")
+        dev_file = self.devices_file
+        old_text = dev_file.read_text() if dev_file.exists() else DEVICES_HEADER
+        new_text = config_with_device(old_text, reg)
+        self._validate(new_text)
+        dev_tmp = dev_file.with_name(f".{dev_file.name}.new")
         keys_tmp = keys_path.with_name(f".{keys_path.name}.new")
         try:
-            _write_private(conf_tmp, new_conf, os.stat(self.config).st_mode & 0o777)
+            mode = os.stat(dev_file).st_mode & 0o777 if dev_file.exists() else 0o644
+            _write_private(dev_tmp, new_text, mode)
+            _same_owner(dev_tmp, dev_file, self.config)
             hub_keys.write(keys_tmp, keys)
-            # Check both with the hub's own loaders before anything is replaced.
-            try:
-                hub_keys.load(keys_tmp)
-                hub_config.load(conf_tmp)
-            except hub_config.ConfigError as e:
-                text = str(e).replace(str(conf_tmp), str(self.config))
-                text = text.replace(str(keys_tmp), str(keys_path))
-                raise ProvisionError(f"registration would break the hub config:\n{text}") from None
+            _same_owner(keys_tmp, keys_path, self.config)
+            hub_keys.load(keys_tmp)  # what the hub will read back
             os.replace(keys_tmp, keys_path)
             try:
-                os.replace(conf_tmp, self.config)
+                os.replace(dev_tmp, dev_file)
             except OSError:
                 if old_keys_text is None:
                     keys_path.unlink(missing_ok=True)
                 else:
                     _write_private(keys_path, old_keys_text, 0o600)
                 raise
-            for d in {self.config.parent, keys_path.parent}:
+            for d in {dev_file.parent, keys_path.parent}:
                 _fsync_dir(d)
+        except hub_config.ConfigError as e:
+            raise ProvisionError(f"keys file would not load:\n{e}") from None
         finally:
-            conf_tmp.unlink(missing_ok=True)
+            dev_tmp.unlink(missing_ok=True)
             keys_tmp.unlink(missing_ok=True)
         if rotated:
             # A new key restarts the device's counter at 0: the hub must forget the old one or
             # it would drop every advert as a replay.
             self._reset_counter(cfg, reg.id)
-        self._audit(cfg, reg, rotated)
+        self._audit(cfg, reg, rotated, diff({dev_file.name: old_text}, {dev_file.name: new_text}))
 
     def _reset_counter(self, cfg: hub_config.HubConfig, device_id: str) -> None:
         from hub.counters import CounterStore
@@ -284,22 +335,16 @@ class LocalHub:
             finally:
                 store.close()
 
-    def _audit(self, cfg: hub_config.HubConfig, reg: Registration, rotated: bool) -> None:
-        # Admin changes are audited; the key itself is never written, only a fingerprint.
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        entry = {
-            "time": iso(self.clock.now(), cfg.timezone),
-            "action": "rotate_device_key" if rotated else "register_device",
-            "device": reg.id,
-            "role": reg.role,
-            "mac": reg.mac.upper(),
-            "key_fingerprint": fingerprint(reg.key),
-            "by": os.environ.get("SUDO_USER") or os.environ.get("USER", "?"),
-        }
-        with open(cfg.data_dir / "audit.log", "a", encoding="utf-8") as f:
-            f.write(json.dumps(entry) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    def _audit(self, cfg: hub_config.HubConfig, reg: Registration, rotated: bool,
+               change: str) -> None:
+        # In the hub's own audit log; the key itself never, only its fingerprint.
+        uid = os.getuid()
+        who = Who(uid, user_name(uid), os.environ.get("SUDO_USER") or os.environ.get("USER"),
+                  via="tools.provision")
+        AuditLog(cfg.data_dir / "audit.jsonl", cfg.timezone, cfg.retention.audit_days).record(
+            self.clock.now(), who, "rotate-device-key" if rotated else "register-device",
+            "applied", device=reg.id, role=reg.role, mac=reg.mac.upper(),
+            key_fingerprint=fingerprint(reg.key), diff=change)
 
 
 class SshHub:
@@ -343,8 +388,9 @@ class SshHub:
         return self._run("key-fingerprint", "--id", device_id).strip() or None
 
     def register(self, reg: Registration) -> None:
+        extra = () if reg.heartbeat_s is None else ("--heartbeat-s", str(reg.heartbeat_s))
         self._run("register", "--id", reg.id, "--role", reg.role, "--mac", reg.mac,
-                  "--room", reg.room, stdin=reg.key + "\n")
+                  "--room", reg.room, *extra, stdin=reg.key + "\n")
 
 
 def fingerprint(key_hex: str) -> str:
@@ -366,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--role", required=True, choices=ROLES)
             s.add_argument("--mac", required=True)
             s.add_argument("--room", default="")
+            s.add_argument("--heartbeat-s", type=int)
     args = p.parse_args(argv)
     hub = LocalHub(args.config)
     try:
@@ -375,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
             print(hub.key_fingerprint(args.id) or "")
         else:
             key = sys.stdin.readline().strip().lower()
-            hub.register(Registration(args.id, args.role, args.mac, key, args.room))
+            hub.register(Registration(args.id, args.role, args.mac, key, args.room,
+                                      args.heartbeat_s))
             print(f"registered {args.id} ({args.role}, {args.mac.upper()})")
     except (ProvisionError, ValueError) as e:
         print(f"tools.provision: {e}", file=sys.stderr)

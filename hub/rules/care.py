@@ -28,7 +28,7 @@ class BedExit:
 
     def __init__(self, cfg: BedExitRule) -> None:
         self.cfg = cfg
-        self.key = f"bed_exit:{cfg.bed}"
+        self.key = f"bed_exit:{cfg.name}"
         self.cause = self.key
 
     def causes(self) -> set[str]:
@@ -77,7 +77,7 @@ class Wandering:
 
     def __init__(self, cfg: WanderingRule) -> None:
         self.cfg = cfg
-        self.key = f"wandering:{cfg.door}"
+        self.key = f"wandering:{cfg.name}"
         self.cause = self.key
 
     def causes(self) -> set[str]:

@@ -23,7 +23,9 @@ class _Device(Protocol):
 
 @dataclass(frozen=True)
 class ButtonRule:
-    cancel_event: str = "double_press"  # a BTHome button event name; "" = no cancel gesture
+    # A BTHome button event name; "" = no cancel gesture. protocols/BTHOME.md: every press
+    # kind raises an alarm; only a deliberate hold (hold_release) cancels.
+    cancel_event: str = "hold_release"
     cancel_window_s: int = 60
 
 
@@ -166,14 +168,23 @@ def parse_rules(raw: dict[str, Any], r: Reader, prefix: str, devices: Mapping[st
             r.error(f"{where}.{key}", str(e))
             return None
 
+    def unique(rules: list[Any], where: str, name: str) -> str:
+        # The name keys the rule's state and alarms: two rules on one bed (weekdays and
+        # weekends) need their own names.
+        if any(x.name == name for x in rules):
+            r.error(f"{where}.name", f"another rule of this kind is already called {name!r};"
+                    " give each a distinct name")
+        return name
+
     # Alarm button.
     b = r.table(raw, prefix, "button")
     r.unknown(b, p("button"), {"cancel_event", "cancel_window_s"})
     cancel = r.get(b, p("button"), "cancel_event", str, ButtonRule.cancel_event)
-    names = set(bthome.BUTTON_EVENT_NAMES.values()) - {"none", "press", "long_press"}
+    alarming = {bthome.BUTTON_EVENT_NAMES[e] for e in bthome.ALARM_BUTTON_EVENTS}
+    names = set(bthome.BUTTON_EVENT_NAMES.values()) - alarming - {"none"}
     if cancel and cancel not in names:
         r.error(p("button", "cancel_event"), f"{cancel!r} is not one of {', '.join(sorted(names))}"
-                " (press and long_press raise alarms)")
+                f" ({', '.join(sorted(alarming))} raise alarms)")
         cancel = ButtonRule.cancel_event
     button = ButtonRule(cancel, r.number(b, p("button"), "cancel_window_s", 60, 0, 600))
 
@@ -189,7 +200,8 @@ def parse_rules(raw: dict[str, Any], r: Reader, prefix: str, devices: Mapping[st
         w = window(t, where)
         ret = r.number(t, where, "return_min", 30, 1, 24 * 60)
         if bed and w:
-            bed_exit.append(BedExitRule(r.get(t, where, "name", str, f"bed_exit:{bed}"), bed, w, ret))
+            name = unique(bed_exit, where, r.get(t, where, "name", str, bed))
+            bed_exit.append(BedExitRule(name, bed, w, ret))
 
     wandering: list[WanderingRule] = []
     for i, t in enumerate(r.tables(raw, prefix, "wandering")):
@@ -209,8 +221,8 @@ def parse_rules(raw: dict[str, Any], r: Reader, prefix: str, devices: Mapping[st
                     " hub can tell the resident came back")
         mute = r.number(t, where, "mute_max_min", 240, 1, 24 * 60)
         if door and w:
-            wandering.append(WanderingRule(r.get(t, where, "name", str, f"wandering:{door}"),
-                                           door, w, ret, inside, bed, need_bed, mute))
+            name = unique(wandering, where, r.get(t, where, "name", str, door))
+            wandering.append(WanderingRule(name, door, w, ret, inside, bed, need_bed, mute))
 
     inactivity: list[InactivityRule] = []
     for i, t in enumerate(r.tables(raw, prefix, "inactivity")):
@@ -220,8 +232,8 @@ def parse_rules(raw: dict[str, Any], r: Reader, prefix: str, devices: Mapping[st
         hours = r.number(t, where, "hours", 4.0, 0.25, 48, kind=float)
         sensors = device_list(t, where, "sensors", ("pir", "door", "bed"))
         if w:
-            inactivity.append(InactivityRule(r.get(t, where, "name", str, f"inactivity:{i}"),
-                                             w, float(hours), sensors))
+            name = unique(inactivity, where, r.get(t, where, "name", str, str(i + 1)))
+            inactivity.append(InactivityRule(name, w, float(hours), sensors))
 
     bt = r.table(raw, prefix, "battery")
     r.unknown(bt, p("battery"), {"confirm_reports", "repeat_h", *ROLES})

@@ -16,10 +16,11 @@ if TYPE_CHECKING:
     from hub.decode import Report
 
 _EVENT_IDS = {name: eid for eid, name in bthome.BUTTON_EVENT_NAMES.items()}
+_FALL = bthome.OBJECTS[bthome.FALL][0]  # "problem" = 1 from the wearable (protocols/BTHOME.md)
 
 
 class Immediate:
-    """Alarm button (press, long press) and fall: an alarm at once, highest priority.
+    """Alarm button (any press kind) and fall: an alarm at once, highest priority.
 
     Each press is its own alarm: a resident pressing again is asking again. The cancel
     gesture from the same device within the window clears the latest one (the clear is
@@ -44,10 +45,11 @@ class Immediate:
         press = v.get("button")
         if self.cancel_event is not None and press == self.cancel_event:
             return self._cancel(ctx, st, dev.id, now)
-        if press in (bthome.BUTTON_PRESS, bthome.BUTTON_LONG_PRESS):
+        if press in bthome.ALARM_BUTTON_EVENTS:  # a frightened resident may press any way
             return self._raise(ctx, st, dev.id, dev.room, "alarm_button", now,
                                trigger=bthome.BUTTON_EVENT_NAMES[press])
-        if self.fall and v.get("problem") == 1 and dev.role == "wearable":
+        # A fall is the change to 1: heartbeats repeat the device's current state.
+        if self.fall and changed.get(_FALL) == 1 and dev.role == "wearable":
             return self._raise(ctx, st, dev.id, dev.room, "fall", now)
         return []
 

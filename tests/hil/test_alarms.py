@@ -129,6 +129,20 @@ def test_hold_after_the_window_is_a_new_alarm_not_a_cancel(dut: DutFactory) -> N
         bthome.BUTTON_PRESS, bthome.BUTTON_LONG_PRESS]
 
 
+def test_press_after_help_is_coming_is_a_new_alarm(dut: DutFactory) -> None:
+    p = pendant(dut)
+    p.press("button")
+    p.advance(300)
+    first = p.adverts_since(1)[0].service_data
+    p.hub_write(ack_for(first, ack.DELIVERED))
+    p.advance(20_000)  # help is coming; still inside the 60 s cancel window
+    p.press("button", hold_ms=300)
+    p.advance(1000)
+    alarms = {a.service_data for a in p.adverts_since(1)}
+    assert len(alarms) == 2 and first in alarms
+    assert [v for _, v in events(p, "button", distinct=True)] == [bthome.BUTTON_PRESS] * 2
+
+
 def test_pendant_reports_charging(dut: DutFactory) -> None:
     p = pendant(dut)
     assert values(p)[-1][1]["battery_charging"] == 0
@@ -204,7 +218,15 @@ def test_wearable_sleeps_between_fifo_bursts_and_ignores_walking(dut: DutFactory
     w.advance(30_000)
     assert events(w, "problem") == []
     assert w.accel.samples_made >= 1500 - 25
-    assert not w.accel.overrun  # every burst read before the FIFO filled
+    assert w.accel.dropped == 0  # every burst read before the FIFO filled
+
+
+def test_wearable_loses_no_samples_across_heartbeats(dut: DutFactory) -> None:
+    w = dut(device_config("wearable", heartbeat_s=60), battery_mv=LIPO_FULL)
+    w.advance(4 * 60_000)
+    assert len([v for _, v in values(w) if not v["_trigger"]]) >= 3
+    assert w.accel.samples_made >= 4 * 60 * 50 - 100
+    assert w.accel.dropped == 0
 
 
 def test_wearable_button_is_an_alarm_and_charger_stops_sampling(dut: DutFactory) -> None:

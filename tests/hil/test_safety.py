@@ -54,15 +54,29 @@ def _stderr(d: Any) -> list[str]:
 
 
 def test_crash_backs_off_instead_of_reboot_looping(dut: DutFactory) -> None:
-    # The wearable's accelerometer is missing (I2C gives no answer): the app raises.
-    d = dut(device_config("wearable"), battery_mv=4000)
-    d.accel.ADDRESS = 0x55
+    d = dut(device_config("door"))
+    d.fail_calls("battery")  # the ADC read fails: the app raises OSError on every wake
+    d.power_cycle(off_ms=1000)
     d.advance(1000)
     assert d.indication() == "fault"
     d.advance(2 * HOUR)
-    assert len(d.boots) <= 6  # 10 s, 1 min, 10 min, 1 h ... not thousands
-    d.press("button")  # the alarm input still wakes it (and it tries again)
-    assert len(d.boots) >= 2
+    t0 = d.boots[1][0]
+    assert [t - t0 for t, _ in d.boots[1:]] == [0, 10_000, 70_000, 670_000, 4_270_000]
+    d.fail_calls("battery", "")  # repaired (or a transient fault)
+    t = d.now_ms
+    d.set_pin("door", 1)  # the sensor input still wakes it, and now it works again
+    d.advance(2000)
+    assert [v["door"] for _, v in values(d, since=t)] == [1]
+    assert d.indication() != "fault"
+
+
+def test_broken_accelerometer_leaves_the_alarm_button_working(dut: DutFactory) -> None:
+    d = dut(device_config("wearable"), battery_mv=4000, accel_present=False)
+    d.advance(1000)
+    assert d.indication() == "fault"
+    d.press("button")
+    d.advance(1000)
+    assert [v.get("button") for _, v in values(d) if v["_trigger"]][-1] == 1
 
 
 def test_watchdog_resets_a_hung_device_and_state_survives(dut: DutFactory) -> None:

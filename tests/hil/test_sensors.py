@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.hil.conftest import DutFactory, device_config
 from tests.hil.helpers import events, values
 
@@ -106,3 +108,23 @@ def test_bed_turning_over_is_not_out_of_bed(dut: DutFactory) -> None:
     bed.advance(30_000)
     assert events(bed, "occupancy", since=t_in + 5001) == [(t_out + 20_000, 0)]
     assert bed.sleeping
+
+
+@pytest.mark.parametrize("role", ["door", "pir", "bed", "pendant", "wearable"])
+def test_every_device_sends_heartbeats_on_time(dut: DutFactory, role: str) -> None:
+    d = dut(device_config(role, heartbeat_s=60), battery_mv=4000 if role in (
+        "pendant", "wearable") else 3000)
+    d.advance(3 * MIN + 500)
+    sent = [t for t, _ in values(d)]
+    beats = [t for t, v in values(d) if not v["_trigger"] and t > sent[0]]
+    assert len(beats) == 3
+    # One interval after the previous advert, whatever it was (boot advert or heartbeat).
+    assert all(t - max(s for s in sent if s < t) == 60_000 for t in beats)
+
+
+@pytest.mark.parametrize("role,mv,low", [("pir", 2150, 1), ("bed", 2900, 0),
+                                         ("pendant", 3500, 1), ("wearable", 3900, 0)])
+def test_low_battery_flag_per_chemistry(dut: DutFactory, role: str, mv: int, low: int) -> None:
+    d = dut(device_config(role), battery_mv=mv)
+    d.advance(1000)
+    assert values(d)[0][1]["battery_low"] == low

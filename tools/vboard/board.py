@@ -86,6 +86,7 @@ class VirtualBoard:
     sleeping: bool = False
     halted: bool = False
     accel: Lis3dh = field(default_factory=Lis3dh)
+    accel_present: bool = True  # False: nothing answers on the I2C bus (a broken sensor)
     boots: list[tuple[int, str]] = field(default_factory=list)  # (t_ms, wake reason)
     pin_map: dict[str, Any] = field(default_factory=dict)  # what the firmware configured
 
@@ -106,6 +107,7 @@ class VirtualBoard:
         self._wdt_fed = 0
         self._hang_ms = 0
         self._hang_op: str | None = None
+        self._faults: dict[str, str] = {}
         self._ramp: tuple[int, int, int, int] | None = None  # t0, mv0, t1, mv1
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -226,6 +228,14 @@ class VirtualBoard:
         self._hang_ms = ms
         self._hang_op = op
 
+    def fail_calls(self, op: str, error: str = "EIO") -> None:
+        """From now on every board call `op` (e.g. "battery", "i2c_read") fails with OSError,
+        as a broken part would; fail_calls(op, "") repairs it."""
+        if error:
+            self._faults[op] = error
+        else:
+            self._faults.pop(op, None)
+
     def indication(self) -> str:
         return self.indications[-1][1] if self.indications else "off"
 
@@ -327,6 +337,9 @@ class VirtualBoard:
             if op == "crash":
                 self.halted = True
                 raise BoardCrashed(req.get("error", ""))
+            if op in self._faults:
+                self._reply({"_error": self._faults[op]})
+                continue
             self._reply(self._immediate(op, req))
 
     def _finish_wait(self, op: str, pin: str | None) -> None:
@@ -393,7 +406,7 @@ class VirtualBoard:
             self._wdt_fed = self.now_ms
             return {}
         if op in ("i2c_read", "i2c_write"):
-            if req["addr"] != self.accel.ADDRESS:
+            if req["addr"] != self.accel.ADDRESS or not self.accel_present:
                 return {"error": "ENODEV: no device at 0x%02x" % req["addr"]}
             if op == "i2c_write":
                 self.accel.write(req["reg"], bytes.fromhex(req["data"]), self.now_ms)

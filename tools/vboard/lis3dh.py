@@ -44,6 +44,7 @@ class Lis3dh:
         self.latest = self.rest
         self.overrun = False
         self.samples_made = 0
+        self.dropped = 0  # samples lost to a full FIFO (the driver read too late)
         self._t0: float | None = None  # when the current ODR was set
         self._ticks = 0
 
@@ -79,6 +80,7 @@ class Lis3dh:
             mode = self.regs[FIFO_CTRL_REG] >> 6
             if len(self.fifo) >= FIFO_DEPTH:
                 self.overrun = True
+                self.dropped += 1
                 if mode == 0b01:  # FIFO mode: stop collecting when full
                     return
                 self.fifo.popleft()  # stream mode: the oldest is overwritten
@@ -97,7 +99,9 @@ class Lis3dh:
         return 0
 
     def next_int1_rise(self, now: int) -> int | None:
-        """Virtual time at which INT1 goes high if nobody reads the FIFO, or None."""
+        """Virtual time at which INT1 goes high if nobody reads the FIFO, or None (also when it
+        is high already: a level that is already there is no edge to wake on)."""
+        self.sync(now)
         if self.int1() or not (self.regs[CTRL_REG3] & 0x04 and self._fifo_enabled()):
             return None
         if self.period_ms() is None or self._t0 is None:

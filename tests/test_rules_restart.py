@@ -1,0 +1,114 @@
+"""The running hub (in process, injected clock) keeps a pending "not back in bed" across a
+restart: the deadline is in the persisted rule state, and fires at its original time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hub import config, keys
+from hub.clock import ManualClock
+from hub.service import Hub
+from protocols import bthome
+from tests.conftest import requires_mosquitto
+from tests.test_admin import DEVICES, KEYS, SITE, write_config_dir
+from tests.test_rules import OSLO, at
+from tools.mosquitto import Mosquitto
+from tools.response_centre import ResponseCentre
+from tools.vboard import Air
+
+pytestmark = [requires_mosquitto]
+
+
+def bed_advert(air: Air, counter: int, occupancy: int) -> None:
+    from protocols import ack
+
+    _, mac, _ = DEVICES["bed-1"]
+    svc = bthome.encrypt_service_data(
+        ack.host_aes(KEYS["bed-1"]), bthome.mac_bytes(mac),
+        bthome.encode_objects([(bthome.PACKET_ID, counter), (bthome.OCCUPANCY, occupancy)]),
+        counter, True)
+    air.broadcast(mac, -60, bytes(svc))
+
+
+async def wait_for(cond: Any, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_pending_bed_exit_fires_at_its_time_after_a_hub_restart(tmp_path: Path,
+                                                                broker: Mosquitto) -> None:
+    d = tmp_path / "etc"
+    write_config_dir(d, broker.port)
+    cfg = keys.attach(config.load(d))
+    air = Air(d / "air.sock")
+    centre = ResponseCentre("127.0.0.1", broker.port, site=SITE).start()
+    clock = ManualClock(at("2026-11-26 02:55"))
+    state_file = cfg.data_dir / "rules_state.json"
+
+    def bed_alarms() -> list[dict[str, Any]]:
+        out = []
+        while True:
+            try:
+                m = centre.get(timeout=0.01)
+            except queue.Empty:
+                return out
+            if m["type"] == "bed_exit":
+                out.append(m)
+
+    async def session(body: Any) -> None:
+        hub = Hub(keys.attach(config.load(d)), clock=clock)
+        stop = asyncio.Event()
+        task = asyncio.create_task(hub.run(stop))
+        try:
+            await asyncio.to_thread(air.wait_for_listener)
+            await body(hub)
+        finally:
+            stop.set()
+            await task
+
+    async def before(hub: Hub) -> None:
+        bed_advert(air, 1, 1)
+        clock.t = at("2026-11-26 03:00")
+        bed_advert(air, 2, 0)  # out of bed at 03:00: due 03:30
+        await wait_for(lambda: state_file.exists() and '"in_bed":false' in state_file.read_text())
+        clock.t = at("2026-11-26 03:10")
+        await asyncio.sleep(1.5)  # ticks happen; nothing is due
+
+    async def after(hub: Hub) -> None:
+        clock.t = at("2026-11-26 03:29:50")
+        await asyncio.sleep(1.5)
+        assert bed_alarms() == []
+        clock.t = at("2026-11-26 03:30")
+        got: list[dict[str, Any]] = []
+        await wait_for(lambda: got.extend(bed_alarms()) or got)
+        assert [(m["kind"], m["state"]) for m in got] == [("alarm", "raised")]
+        assert datetime.fromisoformat(got[0]["time"]).astimezone(OSLO).strftime("%H:%M") == \
+            "03:30"
+
+    try:
+        asyncio.run(session(before))
+        saved = json.loads(state_file.read_text())
+        assert saved["rules"]["bed_exit:bed-1"]["out_since"] == at("2026-11-26 03:00")
+        assert bed_alarms() == []
+        # Edited while the hub was down: audited at the next start.
+        rules = d / "rules.toml"
+        rules.write_text(rules.read_text() + "# checked with the family 2026-11-26\n")
+        asyncio.run(session(after))  # the restart
+        audit = [json.loads(line) for line in
+                 (cfg.data_dir / "audit.jsonl").read_text().splitlines()]
+        assert [(e["action"], e["via"]) for e in audit] == [("start", "restart")]
+        assert "+# checked with the family 2026-11-26" in audit[0]["diff"]
+    finally:
+        centre.stop()
+        air.close()
