@@ -312,7 +312,12 @@ class Admin:
         # half of the old configuration and half of the new one.
         engine, outs = hub.rules.reconfigured(new.devices, new.rules, now)
         if new.devices != old.devices:
-            hub.decoder = AdvertDecoder(new.device_by_mac(), hub.counters)
+            # A re-provisioned device starts its counter again under its new key.
+            for dev_id, dev in new.devices.items():
+                prev = old.devices.get(dev_id)
+                if prev is not None and prev.key != dev.key:
+                    hub.counters.reset(dev_id)
+            hub.decoder = AdvertDecoder(new.device_by_mac(), hub.counters, hub.decoder.on_alert)
             if hasattr(hub.scanner, "provisioned") and hub.scanner.provisioned is not None:
                 hub.scanner.provisioned = frozenset(new.device_by_mac())
         hub.rules = engine

@@ -359,3 +359,16 @@ def test_response_centre_mutes_wandering_over_mqtt_only_where_allowed(tmp_path: 
         finally:
             c.loop_stop()
             c.disconnect()
+
+
+def test_reload_with_a_rotated_key_accepts_the_devices_restarted_counter(running: Running) -> None:
+    running.advert("pendant-1", [(bthome.BUTTON, bthome.BUTTON_PRESS)])
+    first = running.next_msg(lambda m: m.get("type") == "alarm_button")
+    new_key = bytes(range(16))
+    keys.write(running.dir / "keys.toml", {**KEYS, "pendant-1": new_key})
+    assert running.json("reload")["changed"]
+    # A re-flashed device starts counting again from zero under its new key.
+    running.counter = 0
+    running.advert("pendant-1", [(bthome.BUTTON, bthome.BUTTON_LONG_PRESS)], key=new_key)
+    second = running.next_msg(lambda m: m.get("type") == "alarm_button" and m["id"] != first["id"])
+    assert second["device"] == "pendant-1"
