@@ -88,22 +88,32 @@ class Esp32Board:
         if machine.reset_cause() == machine.WDT_RESET:
             return ("watchdog", None)
         cause = machine.wake_reason()
-        if cause == machine.EXT0_WAKE or cause == machine.EXT1_WAKE:
-            for name, level in self._rtc_levels().items():
-                if self.pin(name) != level:
+        armed = self._rtc_armed()
+        if cause == machine.EXT0_WAKE:
+            return ("pin", armed.get("e", (None,))[0])
+        if cause == machine.EXT1_WAKE:
+            # A tap shorter than the boot is over by now: the pin still high wins, else the
+            # armed one (INT1 stays high until read, so a low one was the button).
+            names = armed.get("h", ())
+            for name in names:
+                if self.pin(name):
                     return ("pin", name)
-            return ("pin", None)
+            return ("pin", names[0] if names else None)
         if cause == machine.TIMER_WAKE:
             return ("timer", None)
         return ("power_on", None)
 
-    def _rtc_levels(self):
-        # Levels at the moment we went to sleep, kept by deep_sleep() in the RTC memory tail.
+    def _rtc_armed(self):
+        # Which inputs deep_sleep() armed on ext0 ("e") and ext1 ("h"), kept in the RTC
+        # memory tail: machine.wake_reason() tells the source, not the pin.
         raw = bytes(self._rtc.memory())
         if b"\x00L" not in raw:
             return {}
-        tail = raw[raw.rindex(b"\x00L") + 2:].decode()
-        return dict((kv[:-1], int(kv[-1])) for kv in tail.split(",") if kv)
+        armed = {}
+        for item in raw[raw.rindex(b"\x00L") + 2:].decode().split(","):
+            if item:
+                armed.setdefault(item[-1], []).append(item[:-1])
+        return armed
 
     def pin(self, name):
         v = self._pins[name].value()
@@ -136,16 +146,18 @@ class Esp32Board:
             ext0 = self._pins[either[0]]
         esp32.wake_on_ext0(pin=ext0, level=esp32.WAKEUP_ALL_LOW if ext0 is not None and
                            ext0.value() else esp32.WAKEUP_ANY_HIGH)
-        high = [self._pins[n] for n in pins if n not in either[:1] and not self.pin(n)]
-        esp32.wake_on_ext1(pins=high or None, level=esp32.WAKEUP_ANY_HIGH)
+        high = [n for n in pins if n not in either[:1] and not self._pins[n].value()]
+        esp32.wake_on_ext1(pins=[self._pins[n] for n in high] or None,
+                           level=esp32.WAKEUP_ANY_HIGH)
+        return either[:1], high
 
     def deep_sleep(self, ms, pins=()):
         self.advertise(None)
-        self._arm_wake(pins)
+        ext0, ext1 = self._arm_wake(pins)
         state = bytes(self._rtc.memory())
         if b"\x00L" in state:
             state = state[:state.rindex(b"\x00L")]
-        tail = ",".join("%s%d" % (n, self.pin(n)) for n in pins)
+        tail = ",".join([n + "e" for n in ext0] + [n + "h" for n in ext1])
         self._rtc.memory(state + b"\x00L" + tail.encode())
         self._ble.active(False)
         # 0 would mean "forever" to machine.deepsleep: a due timer is 1 ms.

@@ -21,8 +21,8 @@ def run(dev):
     try:
         acc = lis3dh.LIS3DH(board.i2c(), cfg.get("addr", 0x18))
     except OSError as e:
-        # A broken sensor must not take the alarm button with it: carry on as a pendant,
-        # and say so in every advert (problem = 1 would read as a fall: use the LED).
+        # A broken sensor must not take the alarm button with it: carry on as a pendant and
+        # show "fault" on the LED (problem = 1 on the air would read as a fall).
         board.log("accelerometer: %s" % e)
         acc = None
     pend = alarm.pending(dev)

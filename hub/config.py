@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hub.routing import Route, parse_routes
-from hub.rules.settings import RulesConfig, parse_rules
+from hub.rules.settings import RULE_SECTIONS, RulesConfig, parse_rules
 from hub.tomlcheck import Locator
 from hub.tomlcheck import Reader as _Reader
 
@@ -218,8 +218,11 @@ def load(path: str | Path) -> HubConfig:
     raw, sources, file = _read(root)
     problems: list[str] = []
     r = _Reader(file, problems)
-    r.unknown(raw, "", {"site", "hub", "mqtt", "radio", "device", "rules", "route", "retention",
-                        "admin"})
+    top = {"site", "hub", "mqtt", "radio", "device", "rules", "route", "retention", "admin"}
+    for key in [k for k in raw if k not in top and k in RULE_SECTIONS]:
+        r.error(key, f"a rule: in a single file it goes under [rules] ([[rules.{key}]] or"
+                f" [rules.{key}]), in a config directory in rules.toml")
+    r.unknown({k: v for k, v in raw.items() if k not in RULE_SECTIONS}, "", top)
     site = raw.get("site", {})
     hub = raw.get("hub", {})
     mqtt = raw.get("mqtt", {})
@@ -353,10 +356,10 @@ def _mqtt_delivery(r: _Reader, mqtt: dict[str, Any], file: Path) -> dict[str, An
         except OSError as e:
             r.problems.append(f"{file}: mqtt.{key}: cannot read {path}: {e.strerror}")
             continue
-        if key in ("tls_key", "password_file") and mode & 0o077:
+        if key in ("tls_key", "password_file") and mode & 0o006:
             r.problems.append(
                 f"{file}: mqtt.{key}: {path} is readable by other users"
-                f" (mode {mode & 0o777:o}); chmod 600 it"
+                f" (mode {mode & 0o777:04o}); fix with: chmod 600 {path}"
             )
         out[key] = path
     if ("tls_cert" in out) != ("tls_key" in out):

@@ -42,7 +42,14 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 30.0
-RECEIPT_BACKOFF_CAP_S = 300.0
+# Unconfirmed alarms are re-sent at least this often (flow control bounds the load).
+RECEIPT_BACKOFF_CAP_S = 60.0
+NO_MATCHING_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, but nobody was subscribed
+# At most this many messages published and not yet confirmed by a receipt (times the
+# window, at least 100). End-to-end flow control: without it a hub with a large backlog
+# re-sends all of it after every reconnect, floods a slow consumer, the broker drops what
+# overflows the consumer's queue, and the backlog never drains.
+RECEIPT_WINDOW_FACTOR = 10
 
 DeliveredCallback = Callable[[str, dict[str, Any]], None]
 StatusProvider = Callable[[], dict[str, Any]]
@@ -108,6 +115,10 @@ class MqttLink:
         self.on_delivered: list[DeliveredCallback] = []
         self.status_provider: StatusProvider | None = None
         self._inflight: dict[int, Row] = {}  # mid -> row, this connection only
+        # seq -> priority of rows published this connection with no receipt yet. The limit is
+        # per priority, so a backlog of technical alarms never holds back a person's alarm.
+        self._unconfirmed: dict[int, int] = {}
+        self.receipt_window = max(100, RECEIPT_WINDOW_FACTOR * settings.window)
         self._done: list[int] = []  # seqs to delete (PUBACK of telemetry)
         self._waiting: list[tuple[int, float]] = []  # (seq, next try) for alarms
         self._due: list[float] = []  # heap of next-try times scheduled by this process
@@ -200,7 +211,8 @@ class MqttLink:
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any
     ) -> None:
-        self._call(self._acked, mid, rc.is_failure, str(rc))
+        self._call(self._acked, mid, rc.is_failure, str(rc),
+                   rc.value == NO_MATCHING_SUBSCRIBERS)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -226,11 +238,12 @@ class MqttLink:
             # A new connection: nothing is in flight any more (paho's leftovers were
             # dropped), and whatever waits for a receipt goes out again now.
             self._inflight.clear()
+            self._unconfirmed.clear()
             self._due.clear()
             self._make_due = True
         self._wake.set()
 
-    def _acked(self, mid: int, failed: bool, reason: str) -> None:
+    def _acked(self, mid: int, failed: bool, reason: str, unheard: bool = False) -> None:
         row = self._inflight.pop(mid, None)
         if row is None:
             return  # the retained hub state, or an ack from before a reconnect
@@ -242,16 +255,18 @@ class MqttLink:
             self._wait(row)
         elif row.receipt:
             self.published += 1
-            self._wait(row)
+            # Nobody subscribed (e.g. the consumer has not re-subscribed after a broker
+            # restart): the broker dropped it. Try again soon, without growing the back-off.
+            self._wait(row, soon=unheard)
         else:
             self.published += 1
             self.delivered += 1
             self._done.append(row.seq)
         self._wake.set()
 
-    def _wait(self, row: Row) -> None:
+    def _wait(self, row: Row, soon: bool = False) -> None:
         backoff = min(RECEIPT_BACKOFF_CAP_S,
-                      self.settings.receipt_timeout_s * 2 ** min(row.attempts, 10))
+                      self.settings.receipt_timeout_s * 2 ** (0 if soon else min(row.attempts, 10)))
         due = self.clock.now() + backoff * random.uniform(0.9, 1.1)
         self._waiting.append((row.seq, due))
         heapq.heappush(self._due, due)
@@ -288,38 +303,64 @@ class MqttLink:
         return max(0.0, self._due[0] - self.clock.now())
 
     async def _pump(self) -> None:
+        # Whatever goes wrong in one round, the pump must keep running: a dead pump is an
+        # outbox that silently stops delivering.
         while True:
-            timeout = self._next_timeout()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            now = self.clock.now()
-            while self._due and self._due[0] <= now:
-                heapq.heappop(self._due)
-            await self._settle()
+                await self._pump_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("MQTT pump round failed; retrying")
+                await asyncio.sleep(0.5)
+                self._wake.set()
+
+    async def _pump_round(self) -> None:
+        """One wake-up: write back what happened, then fill the window."""
+        timeout = self._next_timeout()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+        now = self.clock.now()
+        while self._due and self._due[0] <= now:
+            heapq.heappop(self._due)
+        await self._settle()
+        if not self.connected:
+            return
+        free = self.settings.window - len(self._inflight)
+        if free <= 0:
+            return
+        # Acknowledged but not yet written back: not due again either.
+        exclude = {r.seq for r in self._inflight.values()}
+        exclude.update(self._done)
+        exclude.update(seq for seq, _ in self._waiting)
+        # Priorities whose receipt window is full: only their re-sends may go.
+        counts: dict[int, int] = {}
+        for p in self._unconfirmed.values():
+            counts[p] = counts.get(p, 0) + 1
+        hold = {p for p, n in counts.items() if n >= self.receipt_window}
+        allow = {seq for seq, p in self._unconfirmed.items() if p in hold}
+        rows = await asyncio.to_thread(self.outbox.next_batch, free, exclude, now, hold, allow)
+        for row in rows:
             if not self.connected:
-                continue
-            free = self.settings.window - len(self._inflight)
-            if free <= 0:
-                continue
-            # Acknowledged but not yet written back: not due again either.
-            exclude = {r.seq for r in self._inflight.values()}
-            exclude.update(self._done)
-            exclude.update(seq for seq, _ in self._waiting)
-            rows = await asyncio.to_thread(self.outbox.next_batch, free, exclude, now)
-            for row in rows:
-                if not self.connected:
-                    break
-                info = self.client.publish(row.topic, row.payload, qos=1)
-                if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                    self._inflight[info.mid] = row
-                    if row.attempts:
-                        self.republished += 1
-                else:
-                    log.error("paho refused to publish %s: rc=%d", row.msg_id, info.rc)
-                    break
+                break
+            if row.receipt and row.seq not in self._unconfirmed:
+                if counts.get(row.priority, 0) >= self.receipt_window:
+                    # Wait for receipts. Every later row of this priority is held back too,
+                    # so the order within the priority is kept.
+                    continue
+                self._unconfirmed[row.seq] = row.priority
+                counts[row.priority] = counts.get(row.priority, 0) + 1
+            info = self.client.publish(row.topic, row.payload, qos=1)
+            if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                self._inflight[info.mid] = row
+                if row.attempts:
+                    self.republished += 1
+            else:
+                log.error("paho refused to publish %s: rc=%d", row.msg_id, info.rc)
+                break
 
     async def _settle(self) -> None:
         """Write back what happened since the last round, in one transaction each. If the
@@ -346,6 +387,7 @@ class MqttLink:
             return
         self.receipts += len(ids)
         for row in rows:
+            self._unconfirmed.pop(row.seq, None)
             self.delivered += 1
             log.info("receipt: %s %s confirmed by the response centre", row.kind,
                      row.msg_id)

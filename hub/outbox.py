@@ -283,16 +283,29 @@ class Outbox:
             return len(sizes)
 
     # -- delivery ----------------------------------------------------------------------------
-    def next_batch(self, limit: int, exclude: set[int], now: float = float("inf")) -> list[Row]:
+    def next_batch(
+        self,
+        limit: int,
+        exclude: set[int],
+        now: float = float("inf"),
+        hold: frozenset[int] | set[int] = frozenset(),
+        allow: frozenset[int] | set[int] = frozenset(),
+    ) -> list[Row]:
         """The most urgent rows due for (re-)publishing, in delivery order (priority, then
-        arrival). Rows waiting for a receipt are due only when their back-off has run out."""
+        arrival). Rows waiting for a receipt are due only when their back-off has run out.
+        Priorities in `hold` are held back (flow control), except the rows in `allow`."""
         if limit <= 0:
             return []
+        where = "next_try <= ?"
+        args: list[float | int] = [now]
+        if hold:
+            where += (f" AND (priority NOT IN ({','.join('?' * len(hold))})"
+                      f" OR seq IN ({','.join('?' * len(allow)) or 'NULL'}))")
+            args += [*hold, *allow]
         with self._lock:
             cur = self._db.execute(
-                f"SELECT {_COLS} FROM outbox WHERE next_try <= ?"
-                " ORDER BY priority, seq LIMIT ?",
-                (now, limit + len(exclude)),
+                f"SELECT {_COLS} FROM outbox WHERE {where} ORDER BY priority, seq LIMIT ?",
+                (*args, limit + len(exclude)),
             )
             rows = [_row(r) for r in cur.fetchall()]
         return [r for r in rows if r.seq not in exclude][:limit]
@@ -524,3 +537,4 @@ class GroupCommitter:
                 await self._task
             except asyncio.CancelledError:
                 pass
+

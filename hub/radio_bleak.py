@@ -107,7 +107,7 @@ class BleakRadio:
         self.clock = clock
         self.settings = settings
         self.adapter_path = f"/org/bluez/{settings.adapter}"
-        self.provisioned: frozenset[str] | None = (
+        self._provisioned: frozenset[str] | None = (
             None if provisioned is None else frozenset(m.upper() for m in provisioned)
         )
         self.mode: str | None = None  # "passive" or "active" once a scan runs
@@ -180,9 +180,18 @@ class BleakRadio:
         self.stats["ack_written"] += 1
 
     # -- what `tryggheim status` / `devices` show ---------------------------------------------
+    @property
+    def provisioned(self) -> frozenset[str] | None:
+        return self._provisioned
+
+    @provisioned.setter
+    def provisioned(self, macs: Iterable[str] | None) -> None:
+        """Replaced on a configuration reload (hub/admin.py)."""
+        self._provisioned = None if macs is None else frozenset(m.upper() for m in macs)
+        self.watchdog.expect_adverts = bool(self._provisioned)
+
     def set_provisioned(self, macs: Iterable[str]) -> None:
-        self.provisioned = frozenset(m.upper() for m in macs)
-        self.watchdog.expect_adverts = bool(self.provisioned)
+        self.provisioned = macs
 
     def status(self) -> dict[str, Any]:
         return {
@@ -211,7 +220,7 @@ class BleakRadio:
         # The cheap first filter: a set lookup before anything else is looked at. A busy block
         # of flats is full of other people's BLE chatter. (BlueZ writes addresses upper case.)
         mac = device.address
-        if self.provisioned is not None and mac not in self.provisioned:
+        if self._provisioned is not None and mac not in self._provisioned:
             self.foreign += 1
             return
         data = adv.service_data.get(bthome.SERVICE_UUID)

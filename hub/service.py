@@ -228,6 +228,7 @@ class Hub:
                 "depth": st.depth, "awaiting_receipt": st.awaiting_receipt,
                 "used_bytes": st.used_bytes, "budget_bytes": st.budget_bytes,
                 "dropped": st.dropped, "unstored": self.committer.waiting,
+                "republished": self.link.republished, "rejected": self.link.rejected,
             },
             "devices": {
                 "configured": len(self.cfg.devices),

@@ -41,6 +41,7 @@ class Locator:
                     i = counts.get(base, 0)
                     counts[base] = i + 1
                     table = f"{base}[{i}]"
+                    self.lines.setdefault(base, n)  # the array as a whole: its first entry
                 else:
                     table = self._resolve(name)
                 self.lines.setdefault(table, n)

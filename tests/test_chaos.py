@@ -97,8 +97,18 @@ class Chaos:
             pass  # reported as lost below
         got = received()
         self.duplicates += self.centre.duplicates
+        lost = self.sent - got
+        if lost:  # what the hub still holds, for the report
+            import sqlite3
+
+            db = sqlite3.connect(f"file:{self.dir}/var/outbox.sqlite?mode=ro", uri=True)
+            rows = db.execute("SELECT msg_id, attempts, next_try FROM outbox ORDER BY seq"
+                              " LIMIT 10").fetchall()
+            (depth,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+            db.close()
+            print(f"\nlost (first 10): {sorted(lost)[:10]}\noutbox depth {depth}: {rows}")
         return {"sent": len(self.sent), "received": len(got & self.sent),
-                "lost": len(self.sent - got), "duplicated": self.duplicates}
+                "lost": len(lost), "duplicated": self.duplicates}
 
     def close(self) -> None:
         self.hub.kill()

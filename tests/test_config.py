@@ -338,3 +338,11 @@ def test_cancel_gesture_cannot_be_an_alarm_press(tmp_path: Path) -> None:
     d = make_dir(tmp_path, rules_toml=RULES.replace('"hold_release"', '"double_press"'))
     p = one_problem(d)
     assert p.startswith(f"{d / 'rules.toml'}:2: button.cancel_event: 'double_press' is not")
+
+
+def test_rule_at_the_top_of_a_single_file_says_where_it_belongs(tmp_path: Path) -> None:
+    f = tmp_path / "hub.toml"
+    f.write_text(SITE + "\n" + DEVICES + '\n[[bed_exit]]\nbed = "bed-1"\nwindow = "20:30-06:00"\n')
+    p = one_problem(f)
+    assert p.startswith(f"{f}:{line_of(f, '[[bed_exit]]')}: bed_exit: a rule: in a single file")
+    assert "[[rules.bed_exit]]" in p

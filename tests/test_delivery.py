@@ -494,3 +494,58 @@ def test_budget_full_drops_telemetry_raises_technical_alarm_keeps_alarms(
         assert "s59" in got_status and "s00" not in got_status  # the oldest went first
 
     asyncio.run(main())
+
+
+def test_consumer_receipts_only_to_the_site_of_the_topic(workdir: Path) -> None:
+    import json
+
+    with Mosquitto(workdir / "broker") as broker:
+        centre = ResponseCentre("127.0.0.1", broker.port, group=None).start()
+        spy = ResponseCentre("127.0.0.1", broker.port, client_id="spy", group=None,
+                             receipts=False)
+        receipts: list[str] = []
+        spy.client.on_connect = lambda c, *a: c.subscribe("tryggheim/v1/+/receipt", qos=1)
+        spy.client.on_message = lambda c, u, m: receipts.append(m.topic)
+        spy.start()
+        try:
+            pub = centre.client  # any client will do to publish
+            forged = {"schema": 1, "kind": "alarm", "id": "z1", "site": "victim"}
+            pub.publish(f"tryggheim/v1/{SITE}/alarm", json.dumps(forged), qos=1)
+            honest = dict(forged, id="z2", site=SITE)
+            pub.publish(f"tryggheim/v1/{SITE}/alarm", json.dumps(honest), qos=1)
+            assert centre.wait_for({"z2"}, 10) == set()
+            wait_sync(lambda: receipts, 10, "the honest receipt")
+            assert receipts == [f"tryggheim/v1/{SITE}/receipt"]
+            assert "z1" not in centre.seen_ids and centre.malformed == 1
+        finally:
+            spy.stop()
+            centre.stop()
+
+
+def test_unconfirmed_alarms_are_bounded_per_priority_and_drain_in_order(workdir: Path) -> None:
+    """End-to-end flow control: with no receipts coming, a hub keeps at most its receipt
+    window of alarms out (the oldest), re-sending those; a technical alarm is not held back
+    by them; when receipts flow, everything drains in order."""
+
+    async def main() -> None:
+        with Mosquitto(workdir / "broker") as broker:
+            centre = ResponseCentre("127.0.0.1", broker.port, receipts=False,
+                                    group=None).start()
+            hub = make_hub(write_config(workdir, broker.port, window=10))
+            try:
+                async with running(hub):
+                    limit = hub.link.receipt_window
+                    await asyncio.gather(*(hub.emit(outgoing("alarm", f"w{i:03}"))
+                                           for i in range(limit + 150)))
+                    await until(lambda: hub.link.republished >= limit, 20, "re-sends")
+                    assert centre.seen_ids == {f"w{i:03}" for i in range(limit)}
+                    await hub.emit(outgoing("technical_alarm", "tech"))
+                    await until(lambda: "tech" in centre.seen_ids, 10, "technical alarm")
+                    centre.receipts = True
+                    await until(lambda: hub.outbox.depth() == 0, 30, "drained")
+                alarms = [i for i in centre.ids() if i.startswith("w")]
+                assert alarms == [f"w{i:03}" for i in range(limit + 150)]
+            finally:
+                centre.stop()
+
+    asyncio.run(main())

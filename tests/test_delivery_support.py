@@ -33,7 +33,7 @@ def open_for_broker(path: Path) -> Path:
     """Started as root, Mosquitto drops to its own user and must still reach its files."""
     os.chmod(path, 0o755)
     for p in path.parents:
-        if str(p).startswith("/tmp/pytest-of") and not os.stat(p).st_mode & 0o001:
+        if str(p).startswith("/tmp/") and not os.stat(p).st_mode & 0o001:
             os.chmod(p, os.stat(p).st_mode | 0o011)
     return path
 

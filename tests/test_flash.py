@@ -354,3 +354,28 @@ def test_flashing_over_ssh_registers_on_the_hub(
     assert rc == 0, err
     assert hub_config.load(hub_toml).devices["pir-hall"].mac == MAC
     assert "over SSH" in out
+
+
+def test_a_sleeping_board_is_reset_through_the_usb_bridge_and_interrupted() -> None:
+    class Lines:  # the modem lines of a USB-serial bridge with the auto-reset circuit
+        def __init__(self) -> None:
+            self.events: list[tuple[str, object]] = []
+
+        def __setattr__(self, name: str, value: object) -> None:
+            if name in ("dtr", "rts"):
+                self.events.append((name, value))
+            object.__setattr__(self, name, value)
+
+        def write(self, data: bytes) -> None:
+            self.events.append(("write", data))
+
+    port = Lines()
+    assert flash._reset_and_interrupt(port, interrupt_s=0.05)
+    # EN pulsed with IO0 high (a normal boot, not the bootloader), then Ctrl-C while it starts.
+    assert port.events[:3] == [("dtr", False), ("rts", True), ("rts", False)]
+    assert port.events[3:] and all(e == ("write", b"\r\x03") for e in port.events[3:])
+
+
+def test_a_port_without_modem_lines_is_not_reset(board: SimBoardProcess) -> None:
+    with serial.Serial(board.port) as pty:
+        assert not flash._reset_and_interrupt(pty, interrupt_s=0.05)

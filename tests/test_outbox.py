@@ -242,3 +242,13 @@ def test_write_error_names_the_file(tmp_path: Path) -> None:
     ob._db.execute("DROP TABLE outbox")
     with pytest.raises(OutboxWriteError, match="o.sqlite"):
         ob.append_many([msg("alarm", "x")], now=0.0)
+
+
+
+def test_held_priority_lets_only_its_allowed_rows_through(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.sqlite")
+    ob.append_many([msg("alarm", "a1"), msg("alarm", "a2"), msg("technical_alarm", "t1"),
+                    msg("status", "s1")], now=0.0)
+    a1 = ob.next_batch(1, set())[0]
+    assert ids(ob.next_batch(10, set(), hold={1}, allow={a1.seq})) == ["a1", "t1", "s1"]
+    assert ids(ob.next_batch(10, set(), hold={1, 3})) == ["s1"]

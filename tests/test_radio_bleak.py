@@ -290,3 +290,21 @@ def test_bluetoothd_restart_is_noticed_and_scanning_resumes(bluez: BluezMock) ->
             await radio.stop()
 
     run(main())
+
+
+def test_reload_changes_which_devices_pass_the_first_filter(bluez: BluezMock) -> None:
+    async def main() -> None:
+        got: list[Advert] = []
+        radio = BleakRadio(SystemClock(), BleakSettings(watchdog=FAST), provisioned=[])
+        assert not radio.watchdog.expect_adverts  # nothing provisioned: silence is normal
+        await radio.start(got.append)
+        try:
+            assert bluez.advertise(PENDANT, svc(1))
+            await until(lambda: radio.foreign == 1, what="dropped as foreign")
+            radio.provisioned = [PENDANT.lower()]  # what a configuration reload does
+            assert radio.watchdog.expect_adverts
+            await heard_after(bluez, got, PENDANT, 2)
+        finally:
+            await radio.stop()
+
+    run(main())

@@ -549,3 +549,27 @@ def test_charging_reminder_is_due_at_its_time_not_when_first_heard() -> None:
     assert h.of("charging_reminder") == []
     h.run(at("2026-11-27 18:55"), at("2026-11-27 19:05"))
     assert [local(o) for o in h.of("charging_reminder")] == ["19:00"]
+
+
+def test_wandering_on_the_night_dst_ends_counts_real_minutes_in_the_repeated_hour() -> None:
+    h = Home(night_wandering())
+    # 02:55 the second time (CET, fold=1): 10 real minutes later it is 03:05 CET.
+    opened = datetime(2026, 10, 25, 2, 55, fold=1, tzinfo=OSLO).timestamp()
+    h.report("door-1", opened, door=1)
+    h.run(opened, opened + 9 * 60)
+    assert h.of("wandering") == []
+    h.tick(opened + 10 * 60)
+    raised = h.of("wandering", "raised")
+    assert [local(o) for o in raised] == ["03:05"] and raised[0].payload["time"].endswith("+01:00")
+
+
+def test_inactivity_window_on_the_day_dst_starts() -> None:
+    cfg = RulesConfig(inactivity=(InactivityRule("night", parse_window("00:00-06:00"), 3.0),),
+                      silent=QUIET)
+    h = Home(cfg)
+    h.report("pir-kitchen", at("2026-03-29 00:30"), motion=1)
+    # 00:30 CET + 3 real hours = 04:30 CEST (the clocks skip 02:00-03:00).
+    h.run(at("2026-03-29 00:30"), at("2026-03-29 04:29"))
+    assert h.of("inactivity") == []
+    h.tick(at("2026-03-29 04:30"))
+    assert [local(o) for o in h.of("inactivity", "raised")] == ["04:30"]

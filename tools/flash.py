@@ -167,6 +167,24 @@ def check_port(port: str) -> None:
         raise FlashError(no_port_message(port)) from None
 
 
+def _reset_and_interrupt(port: Any, interrupt_s: float = 2.0) -> bool:
+    """Pulse EN through RTS (DTR off: IO0 high, so the chip boots normally, not into the
+    bootloader), then keep sending Ctrl-C while MicroPython starts. False if the port has no
+    modem lines (a board without the auto-reset circuit, a pseudo-terminal)."""
+    try:
+        port.dtr = False
+        port.rts = True
+        time.sleep(0.1)
+        port.rts = False
+    except OSError:
+        return False
+    end = time.monotonic() + interrupt_s
+    while time.monotonic() < end:
+        port.write(b"\r\x03")
+        time.sleep(0.05)
+    return True
+
+
 class Repl:
     """The board's raw REPL through mpremote's SerialTransport."""
 
@@ -177,6 +195,7 @@ class Repl:
         deadline = time.monotonic() + wait_s
         last = ""
         hinted = False
+        reset_tried = False
         while True:
             try:
                 self.t = SerialTransport(port, baudrate=115200)
@@ -187,7 +206,17 @@ class Repl:
                 return
             except TransportError as e:
                 last = str(e)
-                self.t.close()
+            if not reset_tried:
+                # A flashed device sleeps and its USB serial REPL with it: reset it through
+                # the USB bridge (as esptool does) and interrupt main.py before it sleeps again.
+                reset_tried = True
+                if _reset_and_interrupt(self.t.serial):
+                    try:
+                        self.t.enter_raw_repl(soft_reset=soft_reset, timeout_overall=2)
+                        return
+                    except TransportError as e:
+                        last = str(e)
+            self.t.close()
             if time.monotonic() > deadline:
                 raise FlashError(
                     f"no MicroPython REPL on {port} ({last}): the board is asleep, busy or has "

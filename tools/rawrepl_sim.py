@@ -127,8 +127,8 @@ class Board:
             elif c in (b"\r", b"\n"):
                 self.write(b"\r\n")
                 if line.strip():
-                    out, err = self.execute(line.decode(errors="replace"), single=True)
-                    self.write(out.replace(b"\n", b"\r\n") + err.replace(b"\n", b"\r\n"))
+                    err = self.execute(line.decode(errors="replace"), single=True)
+                    self.write(err.replace(b"\n", b"\r\n"))
                 line = b""
                 self.write(b">>> ")
             else:
@@ -184,8 +184,8 @@ class Board:
         self.run_and_report(code)
 
     def run_and_report(self, code: bytes) -> None:
-        out, err = self.execute(code.decode(errors="replace"))
-        self.write(out.replace(b"\n", b"\r\n") + b"\x04" + err.replace(b"\n", b"\r\n") + b"\x04>")
+        err = self.execute(code.decode(errors="replace"))  # its output has streamed already
+        self.write(b"\x04" + err.replace(b"\n", b"\r\n") + b"\x04>")
 
     def soft_reset(self) -> None:
         self.globals = {}
@@ -194,10 +194,11 @@ class Board:
                 del sys.modules[name]
 
     # -- running the board's code -----------------------------------------------------
-    def execute(self, source: str, single: bool = False) -> tuple[bytes, bytes]:
-        out = _BoardStdout(self)
+    def execute(self, source: str, single: bool = False) -> bytes:
+        """Run code as the board's REPL does; its output streams to the port as it comes.
+        Returns the error text (a MicroPython-style traceback), empty on success."""
         saved = sys.stdout, sys.stdin
-        sys.stdout = out  # type: ignore[assignment]
+        sys.stdout = _BoardStdout(self)  # type: ignore[assignment]
         sys.stdin = _BoardStdin(self)  # type: ignore[assignment]
         err = b""
         try:
@@ -212,7 +213,7 @@ class Board:
             err = _micropython_traceback(e).encode()
         finally:
             sys.stdout, sys.stdin = saved
-        return out.flush_bytes(), err
+        return err
 
 
 class _FailingFile:
@@ -246,9 +247,6 @@ class _BoardStdout(io.TextIOBase):
     def write(self, s: str) -> int:
         self.board.write(s.encode().replace(b"\n", b"\r\n"))
         return len(s)
-
-    def flush_bytes(self) -> bytes:
-        return b""
 
 
 class _BoardStdin(io.TextIOBase):
@@ -574,18 +572,22 @@ class SimBoardProcess:
                  battery_mv: int = 3000, failing_files: tuple[str, ...] = ()) -> None:
         self.flash = Path(flash)
         self.mac = mac
+        self.flash.parent.mkdir(parents=True, exist_ok=True)
+        # A file, not a pipe: nothing reads the board's stderr while it runs, and a full pipe
+        # would stop it.
+        self._stderr = open(self.flash.parent / "sim.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tools.rawrepl_sim", str(self.flash), "--mac", mac,
              "--chip", chip, "--battery-mv", str(battery_mv),
              *(a for f in failing_files for a in ("--failing-file", f))],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True,
             cwd=Path(__file__).resolve().parents[1],
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
         if not line.startswith("/dev/"):
-            self.proc.kill()
-            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.close()
+            err = (self.flash.parent / "sim.log").read_text(errors="replace")
             raise RuntimeError(f"simulated board did not start: {err}")
         self.port = line
 
@@ -610,9 +612,9 @@ class SimBoardProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f is not None:
-                f.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
 
     def __enter__(self) -> SimBoardProcess:
         return self

@@ -126,8 +126,11 @@ class ResponseCentre:
                 self.hub_states.append(payload)
             return
         msg_id = payload.get("id")
-        site = payload.get("site")
-        if not isinstance(msg_id, str) or not isinstance(site, str) or not _plain(site):
+        # The site is the one the broker's ACL let this publisher write to (the topic), not
+        # what the payload claims: a receipt must never go to another home's hub.
+        parts = msg.topic.split("/")
+        site = parts[2] if len(parts) > 3 else ""
+        if not isinstance(msg_id, str) or payload.get("site") != site or not _plain(site):
             self.malformed += 1
             return
         with self._lock:

@@ -114,6 +114,8 @@ class RulesConfig:
 
 
 ROLES = ("pendant", "door", "pir", "bed", "wearable")
+RULE_SECTIONS = ("button", "fall", "bed_exit", "wandering", "inactivity", "battery", "charging",
+                 "silent")
 CARRIED = ("pendant", "wearable")
 
 
@@ -126,8 +128,7 @@ def parse_rules(raw: dict[str, Any], r: Reader, prefix: str, devices: Mapping[st
     def p(*parts: str) -> str:
         return ".".join(x for x in (prefix, *parts) if x)
 
-    r.unknown(raw, prefix, {"button", "fall", "bed_exit", "wandering", "inactivity", "battery",
-                            "charging", "silent"})
+    r.unknown(raw, prefix, set(RULE_SECTIONS))
 
     def device_ref(t: dict[str, Any], where: str, key: str, roles: tuple[str, ...],
                    required: bool = True) -> str | None:

@@ -114,3 +114,4 @@ def test_flash_writes_are_bounded(dut: DutFactory) -> None:
     after = {p.name: p.stat().st_mtime_ns for p in d.flash_dir.iterdir()}
     changed = [n for n in after if before.get(n) != after[n]]
     assert set(changed) <= {"counter_hwm"}  # only the counter mark, once per 64 adverts
+

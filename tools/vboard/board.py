@@ -4,6 +4,18 @@ The firmware runs unchanged in the MicroPython WebAssembly port (runner.mjs). Ev
 call arrives here as one JSON line and is answered with one; the board blocks meanwhile, so
 virtual time only moves when this side says. Tests stimulate pins at exact instants, advance
 hours in milliseconds, and read the adverts and LED patterns the device produced.
+
+What the simulated board has, each behind the board call the ESP32 layer implements:
+- pins (`set_pin`, `schedule`, `press`), the charger input ("charge"), the battery through
+  its divider (`set_battery`, also as a ramp over device time);
+- an LIS3DH accelerometer on I2C (`accel`, tools/vboard/lis3dh.py) sampling on its own clock
+  into its FIFO, its INT1 on the "accel_int" pin; `accel_present=False` for a dead sensor;
+- the radio: adverts (to `radio`, the virtual air) and ack frames the hub writes while the
+  device advertises connectable (`hub_write`, or the air's hub frames);
+- RTC memory (`rtc`: survives deep sleep and resets, not power loss) and flash (the device's
+  files, mirrored to `flash_dir`: survives `power_cycle`);
+- the watchdog (a call that hangs longer than its timeout resets the chip: `hang_next_call`)
+  and hardware faults (`fail_calls`); `boots` lists every start with its wake reason.
 """
 
 from __future__ import annotations
@@ -58,6 +70,18 @@ class Advert:
 
 
 @dataclass
+class Usage:
+    """Where the device spent its time, for the battery model (tools/battery_model.py):
+    the simulator runs the firmware's real schedule, the model prices each state."""
+
+    deep_ms: int = 0  # deep sleep
+    adv_ms: int = 0  # awake with the radio advertising (the CPU idles at the active current)
+    adv_events: float = 0.0  # advertising events sent (3 channels each)
+    light_ms: int = 0  # awake without advertising: light sleep on the ESP32 (board_esp32.wait)
+    light_wakes: int = 0  # returns from such a light sleep (each costs a short active burst)
+
+
+@dataclass
 class _Edge:
     t_ms: int
     pin: str
@@ -89,6 +113,7 @@ class VirtualBoard:
     accel_present: bool = True  # False: nothing answers on the I2C bus (a broken sensor)
     boots: list[tuple[int, str]] = field(default_factory=list)  # (t_ms, wake reason)
     pin_map: dict[str, Any] = field(default_factory=dict)  # what the firmware configured
+    usage: Usage = field(default_factory=Usage)
 
     def __post_init__(self) -> None:
         self._edges: list[_Edge] = []
@@ -108,6 +133,8 @@ class VirtualBoard:
         self._hang_ms = 0
         self._hang_op: str | None = None
         self._faults: dict[str, str] = {}
+        self._deep = False  # in deep sleep (for `usage`)
+        self._adv_interval = 100
         self._ramp: tuple[int, int, int, int] | None = None  # t0, mv0, t1, mv1
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -144,6 +171,7 @@ class VirtualBoard:
         self._pending = None
         self._adv_active = None
         self._wdt_ms = None
+        self._deep = False
         self._wake = ("power_on", None)
         self._power_on()
 
@@ -274,6 +302,15 @@ class VirtualBoard:
 
     def _set_time(self, t: int) -> None:
         self._repeat_adverts(t)
+        dt = t - self.now_ms
+        if dt > 0:
+            if self._deep:
+                self.usage.deep_ms += dt
+            elif self._adv_active is not None:
+                self.usage.adv_ms += dt
+                self.usage.adv_events += dt / self._adv_interval
+            else:
+                self.usage.light_ms += dt
         self.now_ms = max(self.now_ms, t)
 
     def _apply_edges_until(self, t: int, watched: Iterable[str]) -> _Edge | None:
@@ -304,6 +341,9 @@ class VirtualBoard:
                     continue
                 self._set_time(self.now_ms + hang)
             if op in ("wait", "deep_sleep"):
+                self._deep = op == "deep_sleep"
+                if self._deep:
+                    self._adv_active = None  # board_esp32.deep_sleep stops the radio first
                 if "_deadline" not in req:  # fixed when the call is made, not when resumed
                     ms = req.get("ms")
                     req["_deadline"] = math.inf if ms is None else self.now_ms + int(ms)
@@ -344,6 +384,9 @@ class VirtualBoard:
 
     def _finish_wait(self, op: str, pin: str | None) -> None:
         self.sleeping = False
+        self._deep = False
+        if op == "wait" and self._adv_active is None:
+            self.usage.light_wakes += 1
         if op == "deep_sleep":
             self._wake = ("pin", pin) if pin else ("timer", None)
             self._adv_active = None
@@ -388,6 +431,7 @@ class VirtualBoard:
             return {"v": bool(self.is_charging or self.levels.get("charge", 0))}
         if op == "adv":
             self._connectable = bool(req.get("connectable"))
+            self._adv_interval = max(20, int(req.get("interval") or 100))
             if req["data"] is None:
                 self._adv_active = None
             else:
