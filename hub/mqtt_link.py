@@ -44,6 +44,7 @@ RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 30.0
 # Unconfirmed alarms are re-sent at least this often (flow control bounds the load).
 RECEIPT_BACKOFF_CAP_S = 60.0
+RESCAN_S = 5.0
 NO_MATCHING_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, but nobody was subscribed
 # At most this many messages published and not yet confirmed by a receipt (times the
 # window, at least 100). End-to-end flow control: without it a hub with a large backlog
@@ -297,10 +298,11 @@ class MqttLink:
             asyncio.create_task(self._heartbeat(), name="mqtt-heartbeat"),
         ]
 
-    def _next_timeout(self) -> float | None:
+    def _next_timeout(self) -> float:
+        # The timers are an optimisation: a round every RESCAN_S finds anything due anyway.
         if not self._due:
-            return None
-        return max(0.0, self._due[0] - self.clock.now())
+            return RESCAN_S
+        return min(RESCAN_S, max(0.0, self._due[0] - self.clock.now()))
 
     async def _pump(self) -> None:
         # Whatever goes wrong in one round, the pump must keep running: a dead pump is an
@@ -367,14 +369,19 @@ class MqttLink:
         store cannot take it (disk full), it is kept for the next round; meanwhile those
         rows are not published again (they stay excluded)."""
         try:
-            if self._make_due:
-                await asyncio.to_thread(self.outbox.make_due)
-                self._make_due = False
             if self._done or self._waiting:
                 done, waiting = list(self._done), list(self._waiting)
                 await asyncio.to_thread(self.outbox.settle, done, waiting)
                 del self._done[: len(done)]
                 del self._waiting[: len(waiting)]
+            # After the back-offs above (some from before a reconnect), so it overrides them.
+            if self._make_due:
+                self._make_due = False
+                try:
+                    await asyncio.to_thread(self.outbox.make_due)
+                except BaseException:
+                    self._make_due = True
+                    raise
             if not self._receipts:
                 return
             ids = list(self._receipts)

@@ -78,12 +78,11 @@ class Chaos:
         self._stored(prefix, n)
 
     def _stored(self, prefix: str, k: int) -> None:
-        while sum(1 for i in self.hub.stored if i.startswith(prefix)) < k:
-            self.hub.expect("stored ")
+        self.hub.wait_stored(prefix, k)
         self._count(prefix)
 
     def _count(self, prefix: str) -> None:
-        self.sent.update(i for i in self.hub.stored if i.startswith(prefix))
+        self.sent.update(i for i in self.hub.stored[-60:] if i.startswith(prefix))
 
     def finish(self) -> dict[str, int]:
         def received() -> set[str]:
@@ -99,6 +98,13 @@ class Chaos:
         self.duplicates += self.centre.duplicates
         lost = self.sent - got
         if lost:  # what the hub still holds, for the report
+            import signal
+            import time
+
+            self.hub.proc.send_signal(signal.SIGUSR2)  # thread stacks into hub.log
+            time.sleep(0.5)
+            self.hub.proc.send_signal(signal.SIGUSR1)  # task stacks, if the loop runs
+            time.sleep(1)
             import sqlite3
 
             db = sqlite3.connect(f"file:{self.dir}/var/outbox.sqlite?mode=ro", uri=True)

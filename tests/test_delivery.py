@@ -10,6 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,9 @@ def test_tls_with_a_self_signed_ca_and_client_certificate(workdir: Path) -> None
 
 # -- the hub as a process: SIGKILL, will message --------------------------------------------
 class HubProcess:
+    """The hub as a process. A reader thread drains its stdout all the time: a hub that
+    blocks on a full pipe would stall its event loop and look like a delivery bug."""
+
     def __init__(self, cfg: Path, log: Path, netns: NetNs | None = None) -> None:
         self.log = open(log, "ab")
         argv = [sys.executable, "-m", "tests.test_delivery_support", str(cfg)]
@@ -215,19 +219,65 @@ class HubProcess:
             netns.command(argv) if netns else argv,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT,
         )
-        self.stored: list[str] = []
+        self._lines: list[str] = []
+        self._stored: list[str] = []
+        self._per_prefix: dict[str, int] = {}  # "t12_" -> how many of t12_* are stored
+        self._pos = 0
+        self._eof = False
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.expect("ready")
 
-    def expect(self, word: str) -> str:
+    def _read(self) -> None:
         assert self.proc.stdout is not None
-        while True:
-            line = self.proc.stdout.readline().decode()
-            if not line:
-                raise AssertionError(f"hub process ended before {word!r}")
-            if line.startswith("stored "):
-                self.stored.append(line.split()[1])
-            if line.startswith(word):
-                return line
+        for raw in self.proc.stdout:
+            line = raw.decode().rstrip("\n")
+            with self._cond:
+                self._lines.append(line)
+                if line.startswith("stored "):
+                    msg_id = line.split()[1]
+                    self._stored.append(msg_id)
+                    prefix = msg_id.split("_")[0] + "_"
+                    self._per_prefix[prefix] = self._per_prefix.get(prefix, 0) + 1
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    @property
+    def stored(self) -> list[str]:
+        with self._cond:
+            return list(self._stored)
+
+    def wait_stored(self, prefix: str, k: int, timeout: float = 60.0) -> None:
+        """Until at least k messages with ids "<prefix>..." are stored ("t3_" style)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._per_prefix.get(prefix, 0) < k:
+                if self._eof:
+                    raise AssertionError(f"hub process ended with {prefix}* not stored")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{prefix}*: {k} never stored")
+                self._cond.wait(left)
+
+    def expect(self, word: str, timeout: float = 60.0) -> str:
+        """The next line (after the last one expected) that starts with `word`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                while self._pos < len(self._lines):
+                    line = self._lines[self._pos]
+                    self._pos += 1
+                    if line.startswith(word):
+                        return line
+                if self._eof:
+                    raise AssertionError(f"hub process ended before {word!r}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"hub process never said {word!r}")
+                self._cond.wait(left)
 
     def send(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -237,10 +287,7 @@ class HubProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout.read().decode().splitlines():
-            if line.startswith("stored "):
-                self.stored.append(line.split()[1])
+        self._reader.join(10)
         self.log.close()
 
 
@@ -410,8 +457,7 @@ def test_hub_killed_at_random_points_in_bursts_loses_no_stored_alarm(workdir: Pa
             hub = HubProcess(cfg, workdir / "hub.log")
             hub.send(f"burst r{round_}_ 300")
             k = rng.randint(1, 299)
-            while len(hub.stored) < k:
-                hub.expect("stored ")
+            hub.wait_stored(f"r{round_}_", k)
             hub.kill()  # somewhere in the burst: stored, in flight, PUBACKed, receipted
             stored.update(hub.stored)
         hub = HubProcess(cfg, workdir / "hub.log")  # the restart delivers what is left

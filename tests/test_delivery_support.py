@@ -107,8 +107,26 @@ def wait_sync(cond: Callable[[], Any], timeout: float = 20.0, what: str = "") ->
         time.sleep(0.01)
 
 
+def _dump_state(hub: Hub) -> None:
+    """SIGUSR1: every thread's and task's stack, and the link's view, to stderr."""
+    import faulthandler
+    import io
+
+    faulthandler.dump_traceback(all_threads=True)
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(file=out)
+    print(out.getvalue(), hub.link.status(), "unconfirmed", len(hub.link._unconfirmed),
+          "inflight", len(hub.link._inflight), file=sys.stderr, flush=True)
+
+
 async def _serve(cfg_path: Path) -> None:
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # works even if the loop is stuck
     hub = make_hub(cfg_path)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_state, hub)
     hub.on_delivered.append(lambda i, p: print(f"delivered {i}", flush=True))
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

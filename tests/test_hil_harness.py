@@ -185,6 +185,27 @@ def test_hil_port_selects_the_serial_backend(sim: SimBoardProcess) -> None:
     assert (sim.flash / "hil_board.py").exists()  # it ran on the serial board, not the virtual one
 
 
+def test_device_suite_runs_unchanged_on_a_serial_board(tmp_path: Path) -> None:
+    # The firmware's device tests through HIL_PORT on a board with its own MAC (not the
+    # virtual boards'): the safety and provisioning tests, the scripted accelerometer and the
+    # acks sealed for the board's MAC. The whole of tests/hil takes ~130 s this way (adverts
+    # pass in real time), too long for every run; what only the virtual board has is skipped.
+    with SimBoardProcess(tmp_path / "board" / "flash", mac="24:0A:C4:5A:FE:01") as board:
+        env = dict(os.environ, HIL_PORT=board.port, HIL_FIRMWARE="source")
+        p = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hil", "-rs",
+             "tests/hil/test_safety.py", "tests/hil/test_provisioning.py",
+             "tests/hil/test_alarms.py", "-k", "not test_alarms or wearable or forged"],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    tail = p.stdout[-3000:] + p.stderr[-2000:]
+    assert p.returncode == 0, tail
+    summary = p.stdout.strip().splitlines()[-1]
+    assert "failed" not in summary and "error" not in summary, tail
+    assert "1 skipped" in summary and "virtual_only" in p.stdout, tail
+    assert int(summary.split(" passed")[0].split()[-1]) >= 20, tail
+    assert "wearable" in (tmp_path / "board" / "flash" / "config.json").read_text()
+
+
 @requires_dbus
 def test_adverts_heard_by_the_hubs_bleak_scanner(sim: SimBoardProcess, tmp_path: Path) -> None:
     # The board's radio output (the simulated board's air.log) is put on a mock BlueZ's air,

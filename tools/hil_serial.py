@@ -11,6 +11,10 @@ the CI runner's own Bluetooth adapter), or, where there is no radio, what the bo
 put on the air (`adverts="serial"`, the default; tests against tools/rawrepl_sim.py use it).
 Every line the board printed is kept in `.log`; the pytest hook below attaches it to a
 failing test's report.
+
+With `accel` (a tools/vboard/lis3dh.py model, as on the virtual board) the board's I2C bus is
+answered from here, so a test scripts the wearable's accelerometer (`accel.feed(samples)`);
+`accel=None` leaves the board its own bus and sensor.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import pytest
 
 from tools.flash import Repl, compile_app, install_app
 from tools.vboard.board import Advert, BoardCrashed
+from tools.vboard.lis3dh import Lis3dh
 
 DRIVER = Path(__file__).with_name("hil_board.py")
 COMMAND_TIMEOUT_S = 60.0
@@ -60,6 +65,8 @@ class HilSerialBoard:
     boots: list[tuple[int, str]] = field(default_factory=list)  # (t_ms, wake reason)
     levels: dict[str, int] = field(default_factory=dict)  # inputs as the test set them
     pin_map: dict[str, Any] = field(default_factory=dict)  # what the firmware configured
+    accel: Lis3dh | None = None  # None: the board's own I2C bus and accelerometer
+    accel_present: bool = True  # False: nothing answers on the host's I2C bus
 
     def __post_init__(self) -> None:
         self._repl: Repl | None = None
@@ -72,6 +79,8 @@ class HilSerialBoard:
         self._ramp: tuple[int, int, int, int] | None = None  # battery: t0, mv0, t1, mv1
         self._scanner: _BleakListener | None = None
         self._sync: list[tuple[float, int]] = []  # (host monotonic, device ms) at each idle
+        self._files: list[str] = []
+        self._faults: dict[str, str] = {}  # board call -> error, kept through power cycles
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> HilSerialBoard:
@@ -115,7 +124,7 @@ class HilSerialBoard:
         self._running = True
         self._repl.t.exec_raw_no_follow(
             f"import hil_board\nhil_board.run({self.now_ms}, {self.battery_mv!r}, None, "
-            f"{self.levels!r})")
+            f"{self.levels!r}, {self.accel is not None}, {self._faults!r})")
         self._until_idle()
 
     def _sync_firmware(self, repl: Repl) -> None:
@@ -226,9 +235,34 @@ class HilSerialBoard:
         self._write("Q")
         self._read_until(lambda line: False, timeout=10, until_eof=True)
         self.now_ms += off_ms
+        if self.accel is not None:
+            self.accel = type(self.accel)()  # the sensor loses power too
         self._repl.t.enter_raw_repl(soft_reset=True)  # the Python heap is gone too
         self._repl.exec("import machine\nmachine.RTC().memory(b'')")
         self._run_driver()
+
+    def fail_calls(self, op: str, error: str = "EIO") -> None:
+        """From now on every board call `op` (e.g. "battery", "adv") fails with OSError, as a
+        broken part would; fail_calls(op, "") repairs it."""
+        if error:
+            self._faults[op] = error
+        else:
+            self._faults.pop(op, None)
+        self._send(f"X {op} {error or '-'}")
+
+    def hang_next_call(self, ms: int, op: str | None = None) -> None:
+        """The firmware's next board call (of kind op, e.g. "adv") takes ms: a stuck driver.
+        The (emulated) watchdog resets the device if it runs and ms exceeds its timeout."""
+        self._send(f"H {op or '-'} {int(ms)}")
+
+    def write_file(self, name: str, data: bytes) -> None:
+        """Write a file on the board's flash (the board writes it, while the firmware runs)."""
+        self._send(f"F {name} {data.hex()}")
+
+    def files(self) -> list[str]:
+        """Names of the files in the board's flash root."""
+        self._send("L")
+        return list(self._files)
 
     # -- the serial line ------------------------------------------------------------------
     def _write(self, line: str) -> None:
@@ -315,6 +349,29 @@ class HilSerialBoard:
             self._rtc = b"" if parts[2] == "-" else bytes.fromhex(parts[2])
         elif kind == "halt":
             self._halted = True
+        elif kind == "files":
+            self._files = [] if parts[2] == "-" else parts[2].split(",")
+        elif kind in ("i2c", "int1"):
+            self._write(self._bus(parts))  # the board waits for this answer
+
+    def _bus(self, parts: list[str]) -> str:
+        """Answer the board's I2C transfer or INT1 question from the host's accelerometer."""
+        acc = self.accel
+        if acc is None:
+            return "I !19 0"
+        t = int(parts[3] if parts[1] == "i2c" else parts[2])
+        if parts[1] == "int1":
+            rise = acc.next_int1_rise(t)
+            return f"I {'-' if rise is None else rise} {acc.int1()}"
+        op, addr, reg, arg = parts[2], int(parts[4]), int(parts[5]), parts[6]
+        if addr != acc.ADDRESS or not self.accel_present:
+            return "I !19 0"  # ENODEV: nothing answers at that address
+        if op == "w":
+            acc.write(reg, b"" if arg == "-" else bytes.fromhex(arg), t)
+            data = "-"
+        else:
+            data = acc.read(reg, int(arg), t).hex() or "-"
+        return f"I {data} {acc.int1()}"
 
     def _device_time(self, host_t: float) -> int:
         t = 0
@@ -377,6 +434,9 @@ def make_board(config: dict[str, Any] | None, **kw: Any) -> HilSerialBoard:
     return HilSerialBoard(
         config, port=port,
         battery_mv=kw.get("battery_mv"),
+        # The tests script the accelerometer; HIL_ACCEL=board uses the board's own sensor.
+        accel=None if os.environ.get("HIL_ACCEL") == "board" else Lis3dh(),
+        accel_present=kw.get("accel_present", True),
         adverts_from=os.environ.get("HIL_ADVERTS", "serial"),
         firmware=os.environ.get("HIL_FIRMWARE", "mpy"),
     )

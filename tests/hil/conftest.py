@@ -52,7 +52,13 @@ def dut(request: pytest.FixtureRequest) -> Iterator[DutFactory]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    real = hil_serial.hil_port()
     for item in items:
         if "tests/hil/" in str(item.fspath):
             item.add_marker(pytest.mark.hil)
             item.add_marker(requires_node)
+            only = item.get_closest_marker("virtual_only")
+            if real and only is not None:
+                why = only.kwargs.get("reason") or (only.args[0] if only.args else "")
+                item.add_marker(pytest.mark.skip(
+                    reason=f"virtual_only ({why}): needs the virtual board, HIL_PORT is set"))

@@ -40,11 +40,11 @@ def test_ack_received_then_delivered(dut: DutFactory) -> None:
     p.advance(500)
     (t0, svc), = [(t, a.service_data) for t, a in ((a.t_ms, a) for a in p.adverts_since(1))]
     assert p.indication() == "sending"
-    p.hub_write(ack_for(svc, ack.RECEIVED))  # the hub stored it durably
+    p.hub_write(ack_for(p, svc, ack.RECEIVED))  # the hub stored it durably
     p.advance(500)
     assert p.indication() == "received"
     p.advance(5000)  # the response centre's receipt takes a while
-    p.hub_write(ack_for(svc, ack.DELIVERED))
+    p.hub_write(ack_for(p, svc, ack.DELIVERED))
     p.advance(500)
     assert p.indication() == "help_coming"
     p.advance(15_000)
@@ -68,7 +68,7 @@ def test_no_ack_keeps_trying_with_back_off_and_says_not_received(dut: DutFactory
     assert p.indication() == "not_received"
     # The hub comes back: it answers during the next attempt, and that attempt hears it.
     next_attempt = sends[-1].t_ms + 63_000
-    p.hub_write(ack_for(sends[0].service_data, ack.DELIVERED), at_ms=next_attempt + 500)
+    p.hub_write(ack_for(p, sends[0].service_data, ack.DELIVERED), at_ms=next_attempt + 500)
     p.advance(next_attempt + 1000 - p.now_ms)
     assert "help_coming" in [i for _, i in p.indications]
 
@@ -78,9 +78,9 @@ def test_forged_or_foreign_ack_is_ignored(dut: DutFactory) -> None:
     p.press("button")
     p.advance(300)
     svc = p.adverts_since(1)[0].service_data
-    good = ack_for(svc, ack.DELIVERED)
+    good = ack_for(p, svc, ack.DELIVERED)
     forged = good[:-1] + bytes((good[-1] ^ 1,))
-    other_alarm = ack.encode(ack.host_aes(bytes(16)), b"\xc0\xff\xee\x00\x00\x42",
+    other_alarm = ack.encode(ack.host_aes(bytes(16)), bthome.mac_bytes(p.mac),
                              ack.alarm_counter(svc), ack.DELIVERED)  # wrong key
     p.hub_write(forged)
     p.hub_write(other_alarm)
@@ -121,7 +121,7 @@ def test_hold_after_the_window_is_a_new_alarm_not_a_cancel(dut: DutFactory) -> N
     p.press("button")
     p.advance(1000)
     svc = p.adverts_since(1)[0].service_data
-    p.hub_write(ack_for(svc, ack.DELIVERED))
+    p.hub_write(ack_for(p, svc, ack.DELIVERED))
     p.advance(40_000)
     p.press("button", hold_ms=3500)
     p.advance(1000)
@@ -134,7 +134,7 @@ def test_press_after_help_is_coming_is_a_new_alarm(dut: DutFactory) -> None:
     p.press("button")
     p.advance(300)
     first = p.adverts_since(1)[0].service_data
-    p.hub_write(ack_for(first, ack.DELIVERED))
+    p.hub_write(ack_for(p, first, ack.DELIVERED))
     p.advance(20_000)  # help is coming; still inside the 60 s cancel window
     p.press("button", hold_ms=300)
     p.advance(1000)
@@ -162,7 +162,7 @@ def test_unacknowledged_alarm_survives_power_loss(dut: DutFactory) -> None:
     p.power_cycle(off_ms=2000)  # battery pulled mid-alarm
     p.advance(1000)
     assert svc in [a.service_data for a in p.adverts_since(p.now_ms - 1000)]
-    p.hub_write(ack_for(svc, ack.DELIVERED))
+    p.hub_write(ack_for(p, svc, ack.DELIVERED))
     p.advance(20_000)
     assert "help_coming" in [i for _, i in p.indications]
     p.power_cycle()
@@ -198,10 +198,10 @@ def test_wearable_fall_raises_alarm_with_ack(dut: DutFactory) -> None:
     impact = t_feed + 173 * 20
     assert impact < t_fall <= impact + 3000  # confirmed 2.5 s after the impact
     svc = w.adverts_since(t_fall)[0].service_data
-    w.hub_write(ack_for(svc, ack.RECEIVED))
+    w.hub_write(ack_for(w, svc, ack.RECEIVED))
     w.advance(1000)
     assert w.indication() == "received"
-    w.hub_write(ack_for(svc, ack.DELIVERED))
+    w.hub_write(ack_for(w, svc, ack.DELIVERED))
     w.advance(12_000)
     assert "help_coming" in [i for _, i in w.indications]
     n = w.accel.samples_made
