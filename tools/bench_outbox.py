@@ -203,9 +203,14 @@ def bench_latency(d: Path, n: int = 300) -> None:
     def on_message(c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
         import json
 
+        now = time.perf_counter()
+        m = json.loads(msg.payload)
         with arrived:
-            got[json.loads(msg.payload).get("id", "")] = time.perf_counter()
+            got[m.get("id", "")] = now
             arrived.notify_all()
+        if m.get("kind") in mqtt_schema.RECEIPT_KINDS:  # like the response centre
+            body = mqtt_schema.receipt([m["id"]], SITE, "bench", "")
+            c.publish(mqtt_schema.topic(SITE, "receipt"), json.dumps(body), qos=1)
 
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="lat-sub", protocol=mqtt.MQTTv5)
     ready = threading.Event()
