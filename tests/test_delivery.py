@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -54,6 +55,9 @@ def test_alarm_is_done_at_the_receipt_not_at_the_puback(workdir: Path) -> None:
                     await hub.emit(outgoing("alarm", "a1"))
                     await hub.emit(outgoing("status", "s1"))
                     await until(lambda: {"a1", "s1"} <= centre.seen_ids, what="both arrive")
+                    # No Nagle: an alarm after a small packet must not wait ~40 ms for an ACK.
+                    sock = hub.link.client.socket()
+                    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
                     # Telemetry left at PUBACK; the alarm stays, and goes again with its id.
                     await until(lambda: hub.outbox.ids() == ["a1"], what="status removed")
                     await until(lambda: centre.duplicates >= 1, what="re-published alarm")

@@ -123,6 +123,12 @@ def test_connection_is_wal_and_full_sync(tmp_path: Path) -> None:
     ob = Outbox(tmp_path / "o.sqlite")
     assert ob._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert ob._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    # Delivery bookkeeping runs relaxed, and appends are strict again afterwards.
+    ob.append_many([msg("alarm", "a1"), msg("status", "s1")], now=0.0)
+    a1, s1 = ob.next_batch(10, set())
+    ob.settle([s1.seq], [(a1.seq, 5.0)])
+    ob.confirm(["a1"])
+    assert ob._db.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 KILL_WRITER = textwrap.dedent("""

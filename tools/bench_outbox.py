@@ -196,7 +196,7 @@ def bench_latency(d: Path, n: int = 300) -> None:
     from protocols import bthome
     from tests.test_delivery_support import SilentRadio
 
-    broker = Mosquitto(d / "lat-broker").start()
+    broker = Mosquitto(d / "lat-broker", extra_conf="set_tcp_nodelay true\n").start()
     got: dict[str, float] = {}
     arrived = threading.Condition()
 

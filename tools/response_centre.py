@@ -31,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from hub.mqtt_link import tcp_no_delay
 from protocols import mqtt_schema
 
 # Kinds a consumer takes responsibility for; "hub" (state) and "receipt" are not messages.
@@ -92,6 +93,7 @@ class ResponseCentre:
         if username:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self.client.on_socket_open = tcp_no_delay  # receipts go out at once (no Nagle delay)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
