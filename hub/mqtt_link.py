@@ -23,9 +23,11 @@ import logging
 import random
 import socket
 import ssl
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -33,13 +35,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from hub.clock import Clock, SystemClock
+from hub.clock import Clock, SystemClock, iso
 from hub.config import MqttSettings
 from hub.outbox import Outbox, Row
 from protocols import mqtt_schema
 
 log = logging.getLogger(__name__)
 
+ENVELOPE_FIELDS = frozenset(
+    ("schema", "kind", "id", "site", "device", "type", "priority", "time", "hub", "state")
+)
 SESSION_EXPIRY_S = 7 * 24 * 3600
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 30.0
@@ -110,8 +115,13 @@ class MqttLink:
         hub_topic: str,
         receipt_topic: str | None = None,
         clock: Clock | None = None,
+        site: str = "",
+        tz: ZoneInfo | None = None,
     ) -> None:
         self.settings = settings
+        self.site = site
+        self.hub_id = client_id
+        self.tz = tz or ZoneInfo("Europe/Oslo")
         self.outbox = outbox
         self.hub_topic = hub_topic
         self.receipt_topic = receipt_topic
@@ -164,9 +174,13 @@ class MqttLink:
         self.client = c
 
     def _hub_state(self, state: str, **extra: Any) -> bytes:
-        msg: dict[str, Any] = {"schema": mqtt_schema.SCHEMA_VERSION, "kind": "hub",
-                               "state": state}
-        msg.update(extra)
+        # The will is registered at connect time, so its "time" says since when it stands.
+        # The envelope's own fields win over a status summary that repeats them.
+        fields = {k: v for k, v in extra.items() if k not in ENVELOPE_FIELDS}
+        msg = mqtt_schema.hub_state(
+            uuid.uuid4().hex, self.site, self.hub_id, state, iso(self.clock.now(), self.tz),
+            **fields,
+        )
         return json.dumps(msg, separators=(",", ":")).encode()
 
     def _set_reconnect_delay(self, client: mqtt.Client) -> None:

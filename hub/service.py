@@ -72,6 +72,7 @@ class Hub:
         self.link = MqttLink(
             cfg.mqtt, cfg.hub_id, self.outbox, mqtt_schema.topic(cfg.site, "hub"),
             receipt_topic=mqtt_schema.topic(cfg.site, "receipt"), clock=self.clock,
+            site=cfg.site, tz=cfg.timezone,
         )
         self.link.status_provider = self.status
         # Delivery hooks (docs/DELIVERY.md). on_stored: the message is durable on the hub

@@ -113,9 +113,6 @@ def test_everything_the_hub_publishes_validates(tmp_path: Path) -> None:
 
 @requires_node
 @requires_mosquitto
-@pytest.mark.xfail(strict=True, reason="hub/mqtt_link.py publishes the hub state without the "
-                   "common envelope (id, site, device, type, priority, time); build it with "
-                   "protocols.mqtt_schema.hub_state")
 def test_hub_state_validates(tmp_path: Path) -> None:
     import time
 
