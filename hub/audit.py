@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from hub.clock import iso
+from hub.eventlog import parse_jsonl
 
 
 @dataclass(frozen=True)
@@ -95,13 +96,7 @@ class AuditLog:
             lines = self.path.read_text().splitlines()
         except FileNotFoundError:
             return []
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a torn last line after power loss
-        return out
+        return parse_jsonl(lines)
 
     def prune(self, now: float) -> int:
         keep_from = now - self.retention_days * 86400

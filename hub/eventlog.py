@@ -11,12 +11,24 @@ import asyncio
 import json
 import os
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from hub.clock import iso
 from hub.rules import Outgoing
+
+
+def parse_jsonl(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """Entries of a JSON-lines log, skipping a torn last line left by a power loss."""
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 class EventLog:
@@ -51,13 +63,7 @@ class EventLog:
                 lines = deque(f, maxlen=n)
         except FileNotFoundError:
             return []
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
+        return parse_jsonl(lines)
 
     def follow(self) -> asyncio.Queue[dict[str, Any]]:
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
