@@ -122,6 +122,7 @@ def _status_text(st: dict[str, Any]) -> str:
         f"mqtt          {'connected' if mq.get('connected') else 'NOT CONNECTED'}"
         + (f" ({mq.get('last_error')})" if mq.get("last_error") else ""),
         f"outbox        {ob.get('depth')} waiting, {ob.get('awaiting_receipt')} awaiting receipt",
+        _radio_line(st.get("radio", {})),
         f"alarms        {st.get('active_alarms')} active",
         f"devices       {st.get('devices', {}).get('heard')} of "
         f"{st.get('devices', {}).get('configured')} heard",
@@ -131,6 +132,18 @@ def _status_text(st: dict[str, Any]) -> str:
         lines.append(f"last reload   {lr.get('time')} by {lr.get('by')}: {lr.get('result')}")
         lines += [f"  {p}" for p in lr.get("problems", [])]
     return "\n".join(lines)
+
+
+def _radio_line(radio: dict[str, Any]) -> str:
+    # What an admin checks first when devices go silent: is the hub itself hearing anything?
+    parts = [str(radio.get("kind", "?"))]
+    if radio.get("mode"):
+        parts.append(f"{radio['mode']} scanning")
+    if radio.get("deaf"):
+        parts.append("DEAF: hears nothing")
+    elif "scanning" in radio and not radio["scanning"]:
+        parts.append("NOT SCANNING")
+    return "radio         " + ", ".join(parts)
 
 
 def _devices_text(devs: list[dict[str, Any]]) -> str:
