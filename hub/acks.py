@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hub.config import Device
+from hub.tasks import cancel_and_wait
 from protocols import ack, bthome
 
 log = logging.getLogger(__name__)
@@ -221,13 +222,7 @@ class AckSender:
 
     async def close(self) -> None:
         """Stop sending; pending disk writes finish and the store is closed."""
-        for task in list(self._workers.values()):
-            task.cancel()
-        for task in list(self._workers.values()):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(list(self._workers.values()))
         self._workers.clear()
         if self._io:
             await asyncio.gather(*self._io)

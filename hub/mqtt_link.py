@@ -38,6 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from hub.clock import Clock, SystemClock, iso
 from hub.config import MqttSettings
 from hub.outbox import Outbox, Row
+from hub.tasks import cancel_and_wait
 from protocols import mqtt_schema
 
 log = logging.getLogger(__name__)
@@ -470,13 +471,7 @@ class MqttLink:
 
     async def stop(self) -> None:
         self._stopping = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._tasks)
         try:
             await self._settle()
         except Exception:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hub.rules import Outgoing
+from hub.tasks import cancel_and_wait
 from protocols import mqtt_schema
 
 log = logging.getLogger(__name__)
@@ -554,10 +555,5 @@ class GroupCommitter:
             log.info("outbox: reserve for alarms set aside again")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait([self._task])
 

@@ -19,6 +19,7 @@ from typing import IO
 
 from hub.clock import Clock
 from hub.radio import Advert, AdvertCallback
+from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +161,8 @@ class ReplayScanner:
             self.done.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
 
     async def transmit(self, mac: str, service_data: bytes) -> None:
         # No radio behind a recording: keep what the hub would have sent, for tests.
