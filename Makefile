@@ -27,8 +27,9 @@ $(NPM_STAMP): package.json package-lock.json
 system-deps:
 	@bash tools/system-deps.sh
 
+# make demo: one night in the virtual home; SCENARIO=<name> one part of it, SCENARIO=help lists them.
 demo: setup
-	$(PY) -m tools.virtual_home
+	$(PY) -m tools.virtual_home $(if $(SCENARIO),--scenario "$(SCENARIO)")
 
 test: setup
 	$(PY) -m pytest -q

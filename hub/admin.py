@@ -148,6 +148,10 @@ class Admin:
                 return self.ack(who, str(a.get("alarm_id", "")))
             case "audit":
                 return self.audit.entries()[-int(a.get("n", 20)):]
+            case "watch":
+                from hub import watch
+
+                return watch.stream(self.hub, max(0.2, float(a.get("interval_s", 1.0))))
         raise ControlError(f"unknown command {req.cmd!r}")
 
     # -- views ---------------------------------------------------------------------------------

@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     scan_tool.add_arguments(sub.add_parser(
         "scan", help="list nearby Tryggheim devices: signal, battery, key (installer's check)"))
+    from hub import watch
+
+    watch.add_arguments(sub.add_parser(
+        "watch", help="walk test: every device of the home live (state, battery, signal)"))
     from hub import admin_cli
 
     admin_cli.add_commands(sub)  # config check, reload, status, devices, alarms, events, ...

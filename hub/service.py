@@ -14,7 +14,7 @@ from hub.acks import AckSender, AckSettings, AckStore
 from hub.clock import Clock, SystemClock, iso
 from hub.config import Device, HubConfig
 from hub.counters import CounterStore
-from hub.decode import AdvertDecoder
+from hub.decode import AdvertDecoder, Report
 from hub.mqtt_link import MqttLink
 from hub.outbox import GroupCommitter, Outbox
 from hub.radio import Advert, Scanner
@@ -80,6 +80,9 @@ class Hub:
         # back ("help is coming"). Both run in the event loop and must not block.
         self.on_stored: list[Callable[[Outgoing], None]] = []
         self.on_delivered = self.link.on_delivered
+        # Every accepted report, after the rules saw it (`tryggheim watch`, hub/watch.py).
+        # Runs in the event loop and must not block.
+        self.on_report: list[Callable[[Report], None]] = []
         self._last_seen: dict[str, float] = {}
         self._fill_alarm = False  # "buffer filling" raised and not yet re-armed
         self._live_sent: set[str] = set()  # held messages already sent live while disk failed
@@ -114,6 +117,11 @@ class Hub:
         for out in outs:
             self.acks.track(out, report, advert.service_data)
         self._dispatch(outs)
+        for cb in list(self.on_report):
+            try:
+                cb(report)
+            except Exception:
+                log.exception("on_report listener failed")
 
     def _dispatch(self, outs: list[Outgoing]) -> None:
         """Store the rules' messages first, then the rules' state: a crash in between

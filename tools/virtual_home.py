@@ -1,7 +1,9 @@
 """The virtual home: a throwaway broker, the hub process, simulated boards and a response centre.
 
-`python -m tools.virtual_home` (what `make demo` runs): a resident presses the pendant button
-and the alarm as the response centre received it is printed.
+`python -m tools.virtual_home` (what `make demo` runs): one night in the home in virtual time
+(tools/demo_night.py; `--scenario NAME` runs one part, `--scenario help` lists them).
+`--press`: a resident presses the pendant button against a real `tryggheim run` process in
+wall time, and the alarm as the response centre received it is printed.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ DEFAULT_DEVICES = [HomeDevice("pendant-1", "pendant", "C0:FF:EE:00:00:01", "livi
 
 
 def write_hub_config(
-    workdir: Path, mqtt_port: int, devices: list[HomeDevice], site: str = SITE
+    workdir: Path, mqtt_port: int, devices: list[HomeDevice], site: str = SITE,
+    extra: str = "",
 ) -> Path:
+    """hub.toml and keys.toml for these devices; `extra`: more TOML (e.g. [rules])."""
     lines = [
         "[site]",
         f'id = "{site}"',
@@ -68,7 +72,7 @@ def write_hub_config(
         lines += ["", "[[device]]", f'id = "{d.id}"', f'role = "{d.role}"', f'mac = "{d.mac}"',
                   f'room = "{d.room}"']
     path = workdir / "hub.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra)
     from hub import keys
 
     keys.write(workdir / "keys.toml", {d.id: d.key for d in devices})  # mode 0600
@@ -177,17 +181,54 @@ def demo(workdir: Path) -> int:
             time.sleep(0.02)
         shown = dict.fromkeys(i for _, i in pendant.indications if i != "off")
         print("The pendant showed the resident: " + " -> ".join(shown))
-    print(f"Logs are in {workdir}/ (hub.log, broker/mosquitto.log). Every advert the hub heard"
-          f" is in {workdir}/capture.jsonl; read it with: tryggheim decode --capture"
-          f" {workdir}/capture.jsonl --keys {workdir}/keys.toml")
+    print(f"Logs are in {_shown(workdir)}/ (hub.log, broker/mosquitto.log). Every advert the"
+          f" hub heard is in {_shown(workdir)}/capture.jsonl; read it with:\n"
+          f"  {_tryggheim()} decode --capture {_shown(workdir)}/capture.jsonl"
+          f" --keys {_shown(workdir)}/keys.toml")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--workdir", default=os.environ.get("DEMO_DIR", "demo-out"))
+    p.add_argument("--scenario", default=os.environ.get("SCENARIO", ""),
+                   help="one part of the night (help: list them); default the whole night")
+    p.add_argument("--press", action="store_true",
+                   help="only the pendant press against a `tryggheim run` process")
     args = p.parse_args(argv)
-    return demo(Path(args.workdir).resolve())
+    workdir = Path(args.workdir).resolve()
+    if args.press:
+        return demo(workdir)
+    from tools import demo_night
+
+    if args.scenario == "help":
+        print(demo_night.describe())
+        return 0
+    if args.scenario and args.scenario not in ("night", "all") \
+            and args.scenario not in demo_night.BY_NAME:
+        print(f"unknown scenario {args.scenario!r}\n" + demo_night.describe(), file=sys.stderr)
+        return 2
+    rc, _ = demo_night.run_demo(workdir, args.scenario)
+    print(f"Logs are in {_shown(workdir)}/ (hub.log, broker/mosquitto.log). Every advert the hub"
+          f" heard is in {_shown(workdir)}/capture.jsonl; read it with:\n"
+          f"  {_tryggheim()} decode --capture {_shown(workdir)}/capture.jsonl"
+          f" --keys {_shown(workdir)}/keys.toml")
+    return rc
+
+
+def _shown(path: Path) -> str:
+    """A path as the user can type it from where they are."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _tryggheim() -> str:
+    """How to run the CLI from here: on PATH only inside an activated venv."""
+    if shutil.which("tryggheim"):
+        return "tryggheim"
+    return _shown(Path(sys.executable).with_name("tryggheim"))
 
 
 if __name__ == "__main__":
