@@ -30,6 +30,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
+DEFAULT_GROUP = "tryggheim-admin"  # [admin] group when not configured (hub/config.py)
 
 
 class ControlError(Exception):
@@ -108,7 +109,13 @@ class ControlServer:
             except PermissionError:
                 log.warning("cannot give %s to group %s; only %s can use the admin CLI",
                             self.path, self.group, pwd.getpwuid(os.getuid()).pw_name)
+        elif self.group == DEFAULT_GROUP:
+            # Not installed as a service (a developer's machine, the demo): the user running
+            # the hub is the one using the CLI. Not worth a warning on every start.
+            log.info("admin group %r does not exist: only root and %s can use the admin CLI",
+                     self.group, pwd.getpwuid(os.getuid()).pw_name)
         else:
+            # Named in the configuration, so meant to exist: probably a typo.
             log.warning("admin group %r does not exist: only root and the hub's user can use"
                         " the admin CLI (create it: groupadd %s)", self.group, self.group)
         os.chmod(self.path, 0o660)

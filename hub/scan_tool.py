@@ -147,9 +147,46 @@ def render(rows: list[dict[str, Any]]) -> str:
 async def scan(radio: Scanner, seconds: float, table: ScanTable) -> None:
     await radio.start(table.add)
     try:
-        await asyncio.sleep(seconds)  # listening for a while is the point of this tool
+        done = getattr(radio, "done", None)  # a replayed capture ends by itself
+        if isinstance(done, asyncio.Event):
+            try:
+                await asyncio.wait_for(done.wait(), seconds)
+            except TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(seconds)  # listening for a while is the point of this tool
     finally:
         await radio.stop()
+
+
+def make_radio(args: argparse.Namespace, cfg: HubConfig | None) -> tuple[Scanner, str, str]:
+    """The radio to listen on: --radio, else the configuration's [radio] kind, else bleak.
+    Returns (radio, kind, where) with `where` the adapter, air socket or capture file."""
+    from hub.clock import SystemClock
+
+    kind = args.radio or (cfg.radio_kind if cfg else "bleak")
+    if kind == "virtual":
+        from hub.radio_virtual import VirtualRadio
+
+        air = args.air or (cfg.radio_air if cfg and cfg.radio_kind == "virtual" else None)
+        if not air:
+            raise ValueError("--radio virtual needs --air SOCKET (or a config with radio.air)")
+        return VirtualRadio(air, SystemClock()), kind, air
+    if kind == "replay":
+        from hub.radio_capture import ReplayScanner
+
+        path = args.replay or (cfg.radio_replay if cfg and cfg.radio_kind == "replay" else None)
+        if not path:
+            raise ValueError("--radio replay needs --replay FILE (or a config with "
+                             "radio.replay)")
+        return ReplayScanner(path, SystemClock()), kind, path
+    from hub.radio_bleak import BleakRadio, BleakSettings
+
+    adapter = args.adapter or (cfg.radio.adapter if cfg else "hci0")
+    mode = cfg.radio.scan_mode if cfg else "auto"
+    # provisioned=None: list every BTHome device, not only ours.
+    return BleakRadio(SystemClock(), BleakSettings(adapter=adapter, scan_mode=mode)), kind, \
+        adapter
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -158,14 +195,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "so press the pendant's button during the scan)")
     p.add_argument("--config", help="hub configuration: names devices and checks their keys")
     p.add_argument("--adapter", help="Bluetooth adapter (default: from the config, or hci0)")
+    p.add_argument("--radio", choices=("bleak", "virtual", "replay"),
+                   help="radio kind (default: the config's [radio] kind, or bleak)")
+    p.add_argument("--air", help="virtual air socket (--radio virtual)")
+    p.add_argument("--replay", metavar="FILE", help="capture file to scan (--radio replay)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.set_defaults(func=cmd_scan)
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from hub import config, keys
-    from hub.clock import SystemClock
-    from hub.radio_bleak import BleakRadio, BleakSettings
 
     cfg: HubConfig | None = None
     key_map: dict[str, bytes] = {}
@@ -180,22 +219,34 @@ def cmd_scan(args: argparse.Namespace) -> int:
         except config.ConfigError as e:
             print(f"tryggheim scan: keys not usable, decryption is not checked:\n{e}",
                   file=sys.stderr)
-    adapter = args.adapter or (cfg.radio.adapter if cfg else "hci0")
-    mode = cfg.radio.scan_mode if cfg else "auto"
     table = ScanTable(cfg.devices if cfg else None, key_map)
-    # provisioned=None: list every BTHome device, not only ours.
-    radio = BleakRadio(SystemClock(), BleakSettings(adapter=adapter, scan_mode=mode))
-    asyncio.run(scan(radio, args.seconds, table))
+    try:
+        radio, kind, where = make_radio(args, cfg)
+    except ValueError as e:
+        print(f"tryggheim scan: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(scan(radio, args.seconds, table))
+    except OSError as e:  # no air socket, no capture file
+        print(f"tryggheim scan: cannot listen on {where}: {e}", file=sys.stderr)
+        return 2
+    # The bleak radio says how it scanned (passive/active; None: it could not).
+    mode = getattr(radio, "mode", kind) if kind == "bleak" else kind
     rows = table.rows()
     if args.json:
-        print(json.dumps({"adapter": adapter, "mode": radio.mode, "devices": rows}, indent=2))
+        print(json.dumps({"radio": kind, "adapter": where if kind == "bleak" else None,
+                          "source": where, "mode": mode, "devices": rows}, indent=2))
     else:
-        if radio.mode is None:
-            print(f"tryggheim scan: could not scan on {adapter} (see docs/INSTALL.md)",
+        if mode is None:
+            print(f"tryggheim scan: could not scan on {where} (see docs/INSTALL.md)",
                   file=sys.stderr)
+        elif kind == "bleak":
+            print(f"Scanned {args.seconds:g} s on {where} ({mode} scanning).")
+        elif kind == "replay":
+            print(f"Scanned the capture {where}.")
         else:
-            print(f"Scanned {args.seconds:g} s on {adapter} ({radio.mode} scanning).")
+            print(f"Scanned {args.seconds:g} s on the virtual air {where}.")
         print(render(rows) if rows else "No Tryggheim devices heard.")
-    if radio.mode is None:
+    if mode is None:
         return 2
     return 0 if table.all_ok() else 1

@@ -253,18 +253,26 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return 2
     tty = sys.stdout.isatty()
     rows: dict[str, dict[str, Any]] = {}
+    failures: dict[str, int] = {}
+
+    def line(event: str, time: str, row: dict[str, Any], **more: Any) -> None:
+        print(json.dumps({"event": event, "time": time, **row, **more}, ensure_ascii=False),
+              flush=True)
+
     try:
         for item in control_stream(path, "watch", {"interval_s": args.interval}):
             kind = item.get("event")
             if args.json:
-                if kind == "snapshot":
+                if kind in ("snapshot", "table"):
                     for r in item["devices"]:
-                        print(json.dumps({"event": "snapshot", "time": item["time"], **r},
-                                         ensure_ascii=False), flush=True)
+                        if kind == "snapshot":
+                            line("snapshot", item["time"], r)
+                        elif r["decrypt_failures"] > failures.get(r["id"], 0):
+                            # Refused adverts make no report: say so as they are counted.
+                            line("decrypt_failure", item["time"], r)
+                        failures[r["id"]] = r["decrypt_failures"]
                 elif kind == "report":
-                    print(json.dumps({"event": "report", "time": item["time"],
-                                      **item["device"], "changed": item["changed"]},
-                                     ensure_ascii=False), flush=True)
+                    line("report", item["time"], item["device"], changed=item["changed"])
                 continue
             if kind in ("snapshot", "table"):
                 rows = {r["id"]: r for r in item["devices"]}

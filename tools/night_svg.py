@@ -2,7 +2,8 @@
 
 Lanes: in bed / out of bed, door open / closed, motion, the carried devices' presses, falls
 and lights, every advert the hub heard (small ticks: a silent device is where they stop),
-then one lane per alarm from raised to cleared, with the moment the response centre had it.
+then one lane per alarm from raised (the hub's decision) to cleared, with a black mark
+where the response centre got it later than that (held in the outbox while offline).
 Plain SVG written by hand: no plotting library for a handful of rectangles.
 """
 
@@ -111,7 +112,8 @@ def render(night: Night) -> str:
         if m.get("state") == "cleared":
             a["cleared"] = t
         elif a["raised"] is None:
-            a["raised"] = t
+            a["raised"] = night.stored_at.get(str(m.get("id")), t)  # when the hub decided
+            a["at_centre"] = t
     for a in sorted(alarms.values(), key=lambda a: a["raised"] or t1):
         if a["raised"] is None:
             continue
@@ -124,6 +126,9 @@ def render(night: Night) -> str:
         items.append(f'<text x="{x(a["raised"]) + 3:.1f}" y="{y + 21}" font-size="11" '
                      f'fill="#fff">{escape(_hm(a["raised"], TZ))}'
                      f'{" - " + escape(_hm(a["cleared"], TZ)) if a["cleared"] else ""}</text>')
+        if a.get("at_centre") is not None and a["at_centre"] > a["raised"] + 60:
+            # Held in the hub's outbox (no broker): the centre had it only here.
+            items += ticks([a["at_centre"]], "#000000", y, LANE - 10, "at the response centre")
         lanes.append((label, items))
         y += LANE
     height = y + 40
