@@ -117,14 +117,12 @@ class WatchBoard:
         d = self.state.get(dev_id, _Dev())
         role = dev.role if dev is not None else ""
         state = state_of(d.values, role)
-        for k in ("motion", "button"):
-            t = d.events.get(k)
-            if t is not None and k in state:
-                state[k] = f"{state[k]} {_ago(now - t)} ago"
         changed_s = None if d.changed_at is None else round(now - d.changed_at, 1)
         return {
             "id": dev_id, "role": role, "room": dev.room if dev is not None else "",
             "state": state,
+            # Seconds since the last motion / button event (a PIR never says "no motion").
+            "events_s": {k: round(now - t) for k, t in d.events.items()},
             "battery": d.values.get("battery"),
             "charging": d.values.get("battery_charging"),
             "rssi": d.rssi,
@@ -215,10 +213,14 @@ HEAD = ("", "ID", "ROLE", "ROOM", "STATE", "BATT", "RSSI", "HEARD", "DECRYPT FAI
 def render(rows: list[dict[str, Any]], title: str = "") -> str:
     table = [HEAD]
     for r in rows:
+        state = dict(r["state"])
+        for k, ago in r.get("events_s", {}).items():
+            if k in state:
+                state[k] = f"{state[k]} {_ago(ago)} ago"
         batt = "-" if r["battery"] is None else f"{r['battery']}%"
         heard = "never" if r["age_s"] is None else f"{r['age_s']}s ago"
         table.append(("*" if r["mark"] else " ", r["id"], r["role"], r["room"] or "-",
-                      state_text(r["state"]) or "-", batt,
+                      state_text(state) or "-", batt,
                       "-" if r["rssi"] is None else str(r["rssi"]), heard,
                       str(r["decrypt_failures"])))
     widths = [max(len(row[i]) for row in table) for i in range(len(HEAD))]
