@@ -78,7 +78,6 @@ def test_a_missing_alarm_makes_the_demo_fail(tmp_path: Path,
     assert "EXPECTED BUT NOT RECEIVED" in out[-1] and "wandering raised" in out[-1]
 
 
-@pytest.mark.slow
 def test_the_whole_night(tmp_path: Path) -> None:
     rc, night, out = _run(tmp_path, "")
     assert rc == 0, "\n".join(out)
