@@ -142,7 +142,10 @@ def test_scan_on_the_virtual_air_and_on_a_replayed_capture(tmp_path: Path) -> No
         scan = subprocess.Popen([TRYGGHEIM, "scan", "--json", "--seconds", "3", "--config",
                                  str(tmp_path / "hub.toml")], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(0.5)  # the scan's radio says "listen" to the air when it starts
+        assert home.air is not None
+        deadline = time.monotonic() + 20
+        while len(home.air._listeners) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the scan's radio has said "listen" (the hub is the 1st)
         for level in (1, 0, 1):
             door.set_pin("door", level)
             door.advance(1500)
