@@ -293,4 +293,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
-    return 0
+    print("tryggheim watch: the hub closed the connection (stopped or restarted)",
+          file=sys.stderr)
+    return 1

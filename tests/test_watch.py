@@ -90,6 +90,14 @@ class Lines:
         self.proc.wait(10)
 
 
+def _wait_for_socket(workdir: Path) -> None:
+    """The hub opens its control socket a moment after it starts listening on the air."""
+    sock = workdir / "var" / "control.sock"
+    deadline = time.monotonic() + 20
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 HOME = [HomeDevice("pendant-1", "pendant", "C0:FF:EE:00:00:01", "living room"),
         HomeDevice("door-1", "door", "C0:FF:EE:00:00:03", "hall"),
         HomeDevice("bed-1", "bed", "C0:FF:EE:00:00:02", "bedroom")]
@@ -100,6 +108,7 @@ HOME = [HomeDevice("pendant-1", "pendant", "C0:FF:EE:00:00:01", "living room"),
 def test_watch_follows_the_walk_test_on_the_virtual_home(tmp_path: Path) -> None:
     with VirtualHome(tmp_path, devices=list(HOME)) as home:
         assert home.air is not None
+        _wait_for_socket(tmp_path)
         watch = Lines([TRYGGHEIM, "watch", "--json", "--interval", "0.3",
                        "--config", str(tmp_path / "hub.toml")])
         try:
@@ -167,6 +176,46 @@ def test_scan_on_the_virtual_air_and_on_a_replayed_capture(tmp_path: Path) -> No
     assert result["radio"] == "replay"
     assert all(rows[d.id]["heard"] and rows[d.id]["decrypt"] == "ok" for d in HOME), rows
     assert replay.returncode == 0, replay.stderr
+
+
+@requires_node
+@requires_mosquitto
+def test_watch_on_a_hub_whose_radio_is_a_replayed_capture(tmp_path: Path, broker: Any) -> None:
+    from hub.radio import Advert
+    from hub.radio_capture import to_line
+    from tools.vboard import VirtualBoard
+    from tools.virtual_home import start_hub, stop_process, write_hub_config
+
+    d = HOME[1]
+    board = VirtualBoard(d.board_config(heartbeat_s=600), mac=d.mac, rssi=-71).start()
+    try:
+        board.advance(1000)
+        board.set_pin("door", 1)
+        board.advance(1500)
+        lines = [to_line(Advert(d.mac, -71, a.service_data, 1000.0 + a.t_ms / 1000))
+                 for a in board.adverts]
+    finally:
+        board.stop()
+    (tmp_path / "capture.jsonl").write_text("\n".join(lines) + "\n")
+    config = write_hub_config(tmp_path, broker.port, [d])
+    text = config.read_text().replace('kind = "virtual"\nair = "air.sock"',
+                                      'kind = "replay"\nreplay = "capture.jsonl"')
+    config.write_text(text)
+    hub = start_hub(config, tmp_path / "hub.log")
+    try:
+        _wait_for_socket(tmp_path)
+        watch = Lines([TRYGGHEIM, "watch", "--json", "--config", str(config)])
+        try:
+            deadline = time.monotonic() + 20
+            while True:  # the replay may still be playing when the watch connects
+                item = watch.wait_for(lambda i: i["id"] == d.id)
+                if item["state"].get("door") == "open" or time.monotonic() > deadline:
+                    break
+            assert item["state"] == {"door": "open"} and item["rssi"] == -71
+        finally:
+            watch.stop()
+    finally:
+        stop_process(hub)
 
 
 def test_scan_virtual_without_an_air_socket_is_a_clear_error() -> None:
