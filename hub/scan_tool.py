@@ -4,7 +4,9 @@ Listens for N seconds and lists every Tryggheim (BTHome) device nearby: who it i
 configuration (id, role, room), how well the hub hears it (RSSI now, average, weakest), its
 battery, whether the hub holds its key and its adverts decrypt with it. Configured devices that
 were not heard are listed too: a pendant missing from this list is one whose alarm nobody hears.
-The table is built from adverts (pure, tested without a radio); `scan()` feeds it from a radio.
+The table is built from adverts (pure, tested without a radio); `scan()` feeds it from a radio:
+the Pi's adapter (bleak), the virtual air, or a capture file replayed (`--radio`, default the
+configuration's [radio] kind).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ RIGHT = 20
 WIDTH = 1200
 LANE = 34
 TOP = 50
+ONE_OFF = ("alarm_button", "fall")  # never "cleared" by the hub: the response centre acts
 COLOURS = {"bed": "#4a7fb5", "door": "#c77d2e", "motion": "#5a9e4b", "event": "#7b4fa0",
            "care": "#c0392b", "technical": "#d68910", "heard": "#999999", "light": "#2e86c1"}
 
@@ -89,7 +90,7 @@ def render(night: Night) -> str:
             items += ticks([t for t, v, trig in by_dev.get(d.id, []) if trig and v.get("motion")],
                            COLOURS["motion"], y, 18, "motion")
         else:
-            label = f"{d.id}: button, fall"
+            label = f"{d.id}: " + ("fall, button" if d.role == "wearable" else "button")
             items += ticks([t for t, v, trig in by_dev.get(d.id, [])
                             if trig and (v.get("button") or v.get("problem"))],
                            COLOURS["event"], y, 18, "alarm")
@@ -119,6 +120,8 @@ def render(night: Night) -> str:
             continue
         colour = COLOURS["technical"] if a["kind"] == "technical_alarm" else COLOURS["care"]
         end = a["cleared"] if a["cleared"] is not None else t1
+        if a["type"] in ONE_OFF:  # the centre takes it over: drawn until it has it
+            end = max(a.get("at_centre") or a["raised"], a["raised"] + 60)
         label = f"alarm: {a['type']}"
         items = bars([(a["raised"], end)], colour, y,
                       f"{a['type']} {a['device'] or ''} raised" +
