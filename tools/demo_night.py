@@ -593,6 +593,7 @@ def run_demo(workdir: Path, name: str = "", echo: Callable[[str], None] = print,
     handler = logging.FileHandler(workdir / "hub.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     night = Night(workdir, scenario(name), echo)
@@ -602,6 +603,7 @@ def run_demo(workdir: Path, name: str = "", echo: Callable[[str], None] = print,
     finally:
         night.stop()
         root.removeHandler(handler)
+        root.setLevel(level)
         handler.close()
     if svg:
         path = night_svg.write(night, workdir / "night.svg")
