@@ -347,7 +347,9 @@ class Night:
         if out.kind == "event" or p.get("type") in ("hub_online",):
             return
         self.stored_at[out.msg_id] = self.clock.now()
-        self.note("hub", f"decides: {_title(p)} -> stored in its outbox", "hub")
+        why = _why(p)
+        self.note("hub", f"decides: {_title(p)}{': ' + why if why else ''}"
+                  " -> stored in its outbox", "hub")
 
     def _delivered(self, msg_id: str, payload: dict[str, Any]) -> None:
         self._drain_centre()  # the centre had it before its receipt came back
@@ -580,6 +582,27 @@ def _title(p: dict[str, Any]) -> str:
     state = p.get("state")
     dev = f" ({p['device']})" if p.get("device") else ""
     return f"{name} {state}{dev}" if state and state != "raised" else f"{name}{dev}"
+
+
+def _why(p: dict[str, Any]) -> str:
+    """The rule's reason, from the message's own fields."""
+    def hm(key: str) -> str:
+        return str(p.get(key, ""))[11:16]
+
+    if p.get("state") == "cleared":
+        return str(p.get("reason", "")).replace("_", " ")
+    match p.get("type"):
+        case "bed_exit":
+            return f"out of bed since {hm('out_of_bed_since')}, {p.get('minutes_out')} min"
+        case "wandering":
+            return f"door opened {hm('door_opened')}, not back in {p.get('minutes_away')} min"
+        case "device_silent":
+            return f"last heard {hm('last_seen')}, silent {p.get('minutes_silent')} min"
+        case "battery_low" | "battery_critical":
+            return f"battery {p.get('battery')} %, confirmed"
+        case "alarm_button":
+            return str(p.get("trigger", "press"))
+    return ""
 
 
 def run_demo(workdir: Path, name: str = "", echo: Callable[[str], None] = print,
