@@ -2,20 +2,17 @@
 
 `python -m tools.virtual_home` (what `make demo` runs): one night in the home in virtual time
 (tools/demo_night.py; `--scenario NAME` runs one part, `--scenario help` lists them).
-`--press`: a resident presses the pendant button against a real `tryggheim run` process in
-wall time, and the alarm as the response centre received it is printed.
+`VirtualHome` runs the hub as a `tryggheim run` process in wall time, for tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,61 +141,13 @@ class VirtualHome:
         self.stop()
 
 
-def demo(workdir: Path) -> int:
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    with VirtualHome(workdir) as home:
-        assert home.centre is not None
-        pendant = home.boards["pendant-1"]
-        print("Virtual home is up: broker on 127.0.0.1:%d, hub running, pendant asleep."
-              % (home.broker.port if home.broker else 0))
-        print("The resident presses the alarm button ...")
-        t0 = time.monotonic()
-        pendant.press("button", hold_ms=300)
-        for _ in range(20):  # the advert burst in device time, while the hub works in wall time
-            pendant.advance(200)
-            time.sleep(0.01)
-        alarm: dict[str, Any] = home.centre.get(timeout=20)
-        ms = (time.monotonic() - t0) * 1000
-        alarm.pop("_topic", None)
-        print(f"The response centre received (after {ms:.0f} ms wall time):")
-        print(json.dumps(alarm, indent=2, ensure_ascii=False))
-        # The centre sent its receipt; the alarm is done only when the hub has it.
-        confirmed = f"receipt: alarm {alarm['id']} confirmed"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and confirmed not in (
-                workdir / "hub.log").read_text():
-            time.sleep(0.02)
-        if confirmed in (workdir / "hub.log").read_text():
-            print(f"The hub has the response centre's receipt (after "
-                  f"{(time.monotonic() - t0) * 1000:.0f} ms): delivered end to end.")
-        else:
-            print("The hub has not seen the response centre's receipt yet (see hub.log).")
-        # The resident sees it too: the hub's acks reach the pendant (protocols/ACK.md).
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and pendant.indication() != "help_coming":
-            pendant.advance(200)  # device time moves on while the hub works
-            time.sleep(0.02)
-        shown = dict.fromkeys(i for _, i in pendant.indications if i != "off")
-        print("The pendant showed the resident: " + " -> ".join(shown))
-    print(f"Logs are in {_shown(workdir)}/ (hub.log, broker/mosquitto.log). Every advert the"
-          f" hub heard is in {_shown(workdir)}/capture.jsonl; read it with:\n"
-          f"  {_tryggheim()} decode --capture {_shown(workdir)}/capture.jsonl"
-          f" --keys {_shown(workdir)}/keys.toml")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--workdir", default=os.environ.get("DEMO_DIR", "demo-out"))
     p.add_argument("--scenario", default=os.environ.get("SCENARIO", ""),
                    help="one part of the night (help: list them); default the whole night")
-    p.add_argument("--press", action="store_true",
-                   help="only the pendant press against a `tryggheim run` process")
     args = p.parse_args(argv)
     workdir = Path(args.workdir).resolve()
-    if args.press:
-        return demo(workdir)
     from tools import demo_night
 
     if args.scenario == "help":
