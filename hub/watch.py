@@ -93,7 +93,9 @@ class WatchBoard:
         dev = report.device.id
         d = self.state.setdefault(dev, _Dev())
         v = report.values
-        changed = [k for k in STATE_KEYS if k in v and d.values.get(k) != v[k]]
+        # button = 0 is "no event" (a heartbeat may carry it), not a change of the last one.
+        changed = [k for k in STATE_KEYS
+                   if k in v and d.values.get(k) != v[k] and (k != "button" or v[k])]
         # An event repeats its value (motion = 1 again, another press): still news.
         for k in ("motion", "button", "problem"):
             if report.trigger and v.get(k) and k not in changed:

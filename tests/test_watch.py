@@ -48,7 +48,8 @@ def test_board_marks_a_change_and_keeps_the_last_button_event() -> None:
     assert row["decrypt_failures"] == 2 and row["battery"] == 90
     assert b.row(DOOR.id, 900.0)["mark"] is False  # the mark fades
     b.on_report(_report(PENDANT, 50.0, button=1, battery_charging=0))
-    b.on_report(_report(PENDANT, 650.0, trigger=False, battery_charging=0))
+    assert b.on_report(_report(PENDANT, 650.0, trigger=False, button=0,
+                               battery_charging=0)) == []
     state = b.row(PENDANT.id, 660.0)["state"]
     assert state["button"].startswith("press") and state["charger"] == "off charger"
     never = WatchBoard({DOOR.id: DOOR}).row(DOOR.id, 0.0)
