@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hub import config, keys
+from hub import config, keys, shelly
 from hub.audit import AuditLog, Who, diff, read_sources
 from hub.clock import iso
 from hub.commands import CommandListener
@@ -188,6 +188,7 @@ class Admin:
                 "decrypt_failures": failures["bad_mic"] + failures["plaintext"],
                 "dropped": failures,
                 "silent": f"device_silent:{dev.id}" in active,
+                "model": dev.model or None, "note": shelly.note(dev),
             })
         return out
 

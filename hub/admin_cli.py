@@ -150,7 +150,9 @@ def _devices_text(devs: list[dict[str, Any]]) -> str:
     rows = [[d["id"], d["role"], d["room"] or "-", _age(d["age_s"]),
              "-" if d["battery"] is None else f"{d['battery']}%",
              "-" if d["rssi"] is None else f"{int(d['rssi'])} dBm",
-             str(d["decrypt_failures"]), "SILENT" if d["silent"] else ""] for d in devs]
+             str(d["decrypt_failures"]),
+             " ".join(x for x in ("SILENT" if d["silent"] else "", d.get("note") or "") if x)]
+            for d in devs]
     return _table(rows, ["DEVICE", "ROLE", "ROOM", "SEEN", "BATTERY", "SIGNAL", "DECRYPT-FAIL",
                          ""])
 

@@ -41,6 +41,7 @@ class Device:
     room: str = ""
     key: bytes | None = None
     heartbeat_s: int | None = None  # the device's heartbeat, if not its role's default
+    model: str = ""  # "" = a Tryggheim device; else an off-the-shelf sensor (hub/shelly.py)
 
 
 @dataclass(frozen=True)
@@ -275,7 +276,7 @@ def load(path: str | Path) -> HubConfig:
     device_tables = r.tables(raw, "", "device")
     for i, d in enumerate(device_tables):
         where = f"device[{i}]"
-        r.unknown(d, where, {"id", "role", "mac", "room", "key", "heartbeat_s"})
+        r.unknown(d, where, {"id", "role", "mac", "room", "key", "heartbeat_s", "model"})
         dev_id = r.get(d, where, "id", str)
         role = r.get(d, where, "role", str)
         mac = r.get(d, where, "mac", str)
@@ -286,9 +287,10 @@ def load(path: str | Path) -> HubConfig:
         if dev_id in devices:
             problems.append(f"{file}: {where}.id: duplicate device id {dev_id!r}")
         heartbeat = r.number(d, where, "heartbeat_s", None, 10, 86400)
+        model = _device_model(r, d, where, role)
         if dev_id and role and mac:
             devices[dev_id] = Device(dev_id, role, mac.upper(), r.get(d, where, "room", str, ""),
-                                     heartbeat_s=heartbeat)
+                                     heartbeat_s=heartbeat, model=model)
     declared = frozenset(str(d.get("id")) for d in device_tables)
     rules = parse_rules(r.table(raw, "", "rules"), r, "rules", devices, declared)
     routes = parse_routes(r.tables(raw, "", "route"), r)
@@ -328,6 +330,22 @@ def load(path: str | Path) -> HubConfig:
         root=root,
         sources=tuple(sources.files),
     )
+
+
+def _device_model(r: _Reader, d: dict[str, Any], where: str, role: str | None) -> str:
+    """[[device]] model: an off-the-shelf sensor (hub/shelly.py), which must play its role."""
+    from hub.shelly import MODELS
+
+    model = r.get(d, where, "model", str, "")
+    if not model:
+        return ""
+    spec = MODELS.get(model)
+    if spec is None:
+        r.error(f"{where}.model", f"{model!r} is not one of {', '.join(MODELS)}")
+        return ""
+    if role is not None and role != spec.role:
+        r.error(f"{where}.role", f"a {spec.product} is a {spec.role}, not a {role}")
+    return str(model)
 
 
 def _is_mac(s: str) -> bool:

@@ -33,6 +33,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
+from hub import shelly
 from hub.config import Device
 from hub.counters import CounterStore
 from hub.radio import Advert
@@ -144,6 +145,8 @@ class AdvertDecoder:
         if not svc or svc[0] & bthome.VERSION_MASK != _V2:
             self._drop(device, "malformed", "not BTHome v2")
             return None
+        if device.model:  # an off-the-shelf sensor: its own objects and packet id
+            return shelly.decode(self, peer, advert)
         if peer.aead is None:
             return self._decode_plain(peer, advert)
         if not svc[0] & bthome.INFO_ENCRYPTED:
