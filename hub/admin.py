@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # Sections a reload cannot apply (they need new connections or a new radio): a change
 # there is refused by reload, with the advice to restart.
 RESTART_FIELDS = ("site", "timezone", "hub_id", "data_dir", "mqtt", "radio_kind", "radio_air",
-                  "radio_replay", "radio", "keys_file", "admin")
+                  "radio_replay", "radio", "keys_file", "admin", "home_assistant")
 FAILURE_REASONS = ("bad_mic", "plaintext", "replay", "malformed")
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from hub import ha_settings
+from hub.ha_settings import HomeAssistantSettings
 from hub.routing import Route, parse_routes
 from hub.rules.settings import RULE_SECTIONS, RulesConfig, parse_rules
 from hub.tomlcheck import Locator
@@ -92,6 +94,7 @@ class HubConfig:
     admin: AdminSettings = field(default_factory=lambda: AdminSettings())
     root: Path | None = None  # what was loaded: the config directory or the single file
     sources: tuple[Path, ...] = ()  # every file read (audited on reload)
+    home_assistant: HomeAssistantSettings | None = None  # off unless configured
 
     def device_by_mac(self) -> dict[str, Device]:
         return {d.mac: d for d in self.devices.values()}
@@ -115,7 +118,7 @@ REMOTE_COMMANDS = ("mute", "ack")
 
 DIR_FILES = {
     # file -> sections it holds; "*" = the whole file is that one section
-    "site.toml": ("site", "hub", "mqtt", "radio", "admin"),
+    "site.toml": ("site", "hub", "mqtt", "radio", "admin", "home_assistant"),
     "devices.toml": ("device",),
     "rules.toml": ("rules*",),
     "routing.toml": ("route",),
@@ -219,7 +222,8 @@ def load(path: str | Path) -> HubConfig:
     raw, sources, file = _read(root)
     problems: list[str] = []
     r = _Reader(file, problems)
-    top = {"site", "hub", "mqtt", "radio", "device", "rules", "route", "retention", "admin"}
+    top = {"site", "hub", "mqtt", "radio", "device", "rules", "route", "retention", "admin",
+           "home_assistant"}
     for key in [k for k in raw if k not in top and k in RULE_SECTIONS]:
         r.error(key, f"a rule: in a single file it goes under [rules] ([[rules.{key}]] or"
                 f" [rules.{key}]), in a config directory in rules.toml")
@@ -308,6 +312,7 @@ def load(path: str | Path) -> HubConfig:
     admin = AdminSettings(Path(r.get(adm, "admin", "socket", str, "control.sock")),
                           r.get(adm, "admin", "group", str, "tryggheim-admin"),
                           tuple(c for c in remote if c in REMOTE_COMMANDS))
+    home_assistant = ha_settings.parse(raw, r, file.parent, set(devices) | set(declared))
     if problems:
         raise ConfigError([sources.place(p) for p in problems])
     return HubConfig(
@@ -329,6 +334,7 @@ def load(path: str | Path) -> HubConfig:
         admin=admin,
         root=root,
         sources=tuple(sources.files),
+        home_assistant=home_assistant,
     )
 
 
