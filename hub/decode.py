@@ -262,13 +262,14 @@ def inspect(data: bytes, mac: str, keys: dict[str, bytes]) -> dict[str, Any]:
                 raise bthome.DecodeError(
                     "MIC does not verify with any given key" if keys else "encrypted: no key given"
                 )
-            objects = bthome.decode_objects(pt)
+            objects = shelly.inspect_objects(pt)
         else:
-            objects = bthome.decode_objects(svc[1:])
+            objects = shelly.inspect_objects(svc[1:])
         out["objects"] = [
-            {"id": f"0x{oid:02x}", "name": _NAMES[oid], "value": v} for oid, v in objects
+            {"id": f"0x{oid:02x}", "name": shelly.object_name(oid), "value": v}
+            for oid, v in objects
         ]
-        out["values"] = _values(objects)
+        out["values"] = shelly.values_for("", objects)
         button = out["values"].get("button")
         if button is not None:
             out["button_event"] = bthome.BUTTON_EVENT_NAMES.get(button, "unknown")

@@ -118,6 +118,22 @@ def parse_objects(payload: bytes) -> tuple[list[tuple[int, int]], int | None]:
     return objects, None
 
 
+def inspect_objects(payload: bytes) -> list[tuple[int, int]]:
+    """For `tryggheim decode`/`scan`: our objects, or an off-the-shelf sensor's; a
+    bthome.DecodeError when neither reads the whole payload."""
+    try:
+        return list(bthome.decode_objects(payload))
+    except bthome.DecodeError:
+        objects, stopped = parse_objects(payload)
+        if stopped is not None:
+            raise
+        return objects
+
+
+def object_name(oid: int) -> str:
+    return _NAMES[oid]
+
+
 def values_for(role: str, objects: list[tuple[int, int]]) -> dict[str, int]:
     """Report values in the vocabulary the rules read (see the module docstring)."""
     values: dict[str, int] = {}

@@ -347,3 +347,21 @@ def test_schema_check_catches_what_home_assistant_would_not_accept() -> None:
             validate("homeassistant/binary_sensor/node/d_door/config", json.dumps(payload))
     with pytest.raises(SchemaError, match="not <prefix>"):
         validate("homeassistant/binary_sensor/a b/config", json.dumps(good))
+
+
+def test_the_documented_example_section_is_valid_and_off_as_shipped(tmp_path: Path) -> None:
+    import shutil
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "example-config"
+    assert config.load(root).home_assistant is None  # shipped commented out: off
+    conf = tmp_path / "conf"
+    shutil.copytree(root, conf)
+    site = conf / "site.toml"
+    lines = site.read_text().splitlines()
+    start = lines.index("# [home_assistant]")
+    lines[start:] = [x[2:] for x in lines[start:]]
+    site.write_text("\n".join(lines) + "\n")
+    ha = config.load(conf).home_assistant
+    assert ha is not None
+    assert (ha.host, ha.publish, ha.devices) == (
+        "192.168.1.20", ("door", "battery", "alarm"), ("door-front", "pendant-1"))

@@ -293,3 +293,18 @@ def test_devices_listing_says_a_shelly_button_gives_no_feedback() -> None:
     assert "no 'help is coming' feedback" in (shelly.note(BUTTON) or "")
     assert shelly.note(DOOR) == "Shelly BLU Door/Window"
     assert shelly.note(Device("p", "pendant", "C0:FF:EE:00:00:01")) is None
+
+
+def test_installer_tools_read_shelly_objects() -> None:
+    # `tryggheim decode` and `tryggheim scan` use inspect(): a Shelly door's light and tilt
+    # must not look like a decryption failure to the installer.
+    from hub.decode import inspect
+
+    svc = built(DOOR, 7, [(0x00, 4), (0x01, 77), (0x05, 500), (0x2D, 1), (0x3F, 30)])
+    out = inspect(svc, DOOR.mac, {"door-1": KEY})
+    assert "error" not in out and out["mic_verified"] and out["key_of"] == "door-1"
+    assert out["values"] == {"packet_id": 4, "battery": 77, "illuminance_centi_lux": 500,
+                             "door": 1, "rotation_deci_deg": 30}
+    assert [o["name"] for o in out["objects"]][2] == "illuminance_centi_lux"
+    bad = inspect(built(DOOR, 8, [(0x00, 5)]), DOOR.mac, {"door-1": bytes(16)})
+    assert bad["error"].startswith("MIC does not verify")
