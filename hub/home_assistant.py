@@ -180,8 +180,7 @@ class HomeAssistant:
             "manufacturer": "Shelly" if spec else "Tryggheim",
             "model": spec.product if spec else f"Tryggheim {dev.role}",
         }
-        if dev.room:
-            device["suggested_area"] = dev.room
+        # No room, no MAC: only what [home_assistant] allows leaves the home.
         payload: dict[str, Any] = {
             **ENTITY_SPECS[entity][2],
             "unique_id": f"{self.node}_{word(dev.id)}_{entity}",

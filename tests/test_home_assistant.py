@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hub import config, keys
 from hub.audit import Who
 from hub.clock import ManualClock
+from hub.control import ControlError
 from hub.radio import Advert
 from hub.service import Hub
 from hub.shelly import build_service_data
@@ -70,13 +72,16 @@ def write_config(workdir: Path, centre_port: int, ha_port: int, publish: str = A
 class Watcher:
     """Everything retained on the family's broker, as Home Assistant would see it."""
 
+    n = 0
+
     def __init__(self, port: int) -> None:
         self.retained: dict[str, bytes] = {}
         self.lock = threading.Lock()
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watcher")
+        Watcher.n += 1
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watcher-{Watcher.n}")
         self.c.on_message = self._msg
+        self.c.on_connect = lambda c, *a: c.subscribe("#", qos=1)
         self.c.connect("127.0.0.1", port)
-        self.c.subscribe("#", qos=1)
         self.c.loop_start()
 
     def _msg(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
@@ -180,6 +185,12 @@ async def test_discovery_validates_and_states_follow_the_devices(
                 assert [a["topic"] for a in p["availability"]] == [
                     f"tryggheim/{SITE}/bridge", p["state_topic"].replace("/state", "/availability")]
             assert w.get(f"tryggheim/{SITE}/bridge") == b"online"
+            # Retained: a Home Assistant connecting later gets them all from the broker.
+            late = Watcher(ha_broker.port)
+            try:
+                await until(lambda: set(late.configs()) == want)
+            finally:
+                late.close()
             # Never heard yet: unavailable, state unknown.
             await until(lambda: w.get(f"tryggheim/{SITE}/door-1/availability") == b"offline")
             assert w.state("door-1") == {"door": None, "battery": None, "alarm": "OFF"}
@@ -284,6 +295,35 @@ async def test_removed_device_and_stale_configs_are_removed(
             assert set(w.configs()) == expected_configs(
                 ["door", "motion", "occupancy", "battery", "alarm"],
                 ("door-1", "pir-1", "button-1"))
+            # What may leave the home changes only with a restart: reload refuses it.
+            cfg.write_text(cfg.read_text().replace(f"publish = {ALL}", 'publish = ["door"]'))
+            with pytest.raises(ControlError, match="home_assistant"):
+                hub.admin.reload(Who(0, "root"))
+    finally:
+        w.close()
+
+
+@run_async
+async def test_configs_come_back_after_the_family_broker_lost_them(
+        tmp_path: Path, broker: Mosquitto, ha_broker: Mosquitto) -> None:
+    cfg = write_config(tmp_path, broker.port, ha_broker.port)
+    want = expected_configs(["door", "motion", "occupancy", "battery", "alarm"])
+    w = Watcher(ha_broker.port)
+    try:
+        async with hub_running(cfg, ManualClock(T0)) as hub:
+            await until(lambda: set(w.configs()) == want)
+            hub.on_advert(advert("door-1", [(0x00, 1), (0x01, 80), (0x1A, 1)], 1, T0, True))
+            await until(lambda: (w.state("door-1") or {}).get("door") == "ON")
+            w.close()
+            # The family's broker crashes and comes back empty (no retained messages).
+            ha_broker.kill()
+            shutil.rmtree(ha_broker.dir / "data")
+            ha_broker.start()
+            w = Watcher(ha_broker.port)
+            await until(lambda: set(w.configs()) == want, timeout=30,
+                        what=lambda: str(set(w.configs())))
+            await until(lambda: (w.state("door-1") or {}).get("door") == "ON")
+            assert w.get(f"tryggheim/{SITE}/bridge") == b"online"
     finally:
         w.close()
 
@@ -350,8 +390,6 @@ def test_schema_check_catches_what_home_assistant_would_not_accept() -> None:
 
 
 def test_the_documented_example_section_is_valid_and_off_as_shipped(tmp_path: Path) -> None:
-    import shutil
-
     root = Path(__file__).resolve().parents[1] / "docs" / "example-config"
     assert config.load(root).home_assistant is None  # shipped commented out: off
     conf = tmp_path / "conf"

@@ -7,6 +7,7 @@ door sends adverts built to the same format (there is no published encrypted one
 
 from __future__ import annotations
 
+import json
 import queue
 import shutil
 import subprocess
@@ -138,6 +139,18 @@ def test_shelly_door_motion_and_button_drive_the_rules(tmp_path: Path,
         assert (press["type"], press["device"], press["trigger"]) == (
             "alarm_button", "button-1", "press")
         no_more(centre, "alarm")
+
+        # `tryggheim devices` tells the admin the Shelly button shows the resident nothing.
+        exe = shutil.which("tryggheim") or str(Path(sys.executable).with_name("tryggheim"))
+        listed = subprocess.run([exe, "devices", "--config", str(config)], capture_output=True,
+                                text=True, timeout=30)
+        assert listed.returncode == 0, listed.stderr
+        row = next(x for x in listed.stdout.splitlines() if x.startswith("button-1"))
+        assert "no 'help is coming' feedback" in row
+        devs = json.loads(subprocess.run([exe, "devices", "--json", "--config", str(config)],
+                                         capture_output=True, text=True, timeout=30).stdout)
+        button = next(d for d in devs if d["id"] == "button-1")
+        assert (button["model"], button["battery"]) == ("shelly-blu-button1", 100)
     finally:
         if hub.poll() is None:
             hub.terminate()
