@@ -95,6 +95,8 @@ class HomeAssistant:
         self.connected = False
         self.stats: dict[str, int] = {"configs": 0, "removed": 0, "states": 0, "births": 0}
         self._sent: dict[str, str] = {}  # topic -> payload last published this connection
+        self._configs_of: HubConfig | None = None
+        self._config_cache: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         c = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -214,16 +216,23 @@ class HomeAssistant:
         avail = ONLINE if seen is not None and now - float(seen[0]) < limit else OFFLINE
         return out, avail
 
+    def _configs(self) -> dict[str, str]:
+        # Rebuilt only when the hub's configuration object changes (start, reload): the
+        # per-advert path then only renders states.
+        cfg = self.view.cfg()
+        if self._configs_of is not cfg:
+            self._configs_of = cfg
+            self._config_cache = {
+                self.config_topic(dev, e): json.dumps(self.config(dev, e), separators=(",", ":"))
+                for dev in self.devices() for e in self.entities(dev)}
+        return self._config_cache
+
     def wanted(self, now: float) -> dict[str, str]:
         """topic -> retained payload, for everything the hub should have on the broker."""
-        want: dict[str, str] = {}
+        want = dict(self._configs())
         for dev in self.devices():
-            entities = self.entities(dev)
-            if not entities:
+            if not self.entities(dev):
                 continue
-            for e in entities:
-                want[self.config_topic(dev, e)] = json.dumps(self.config(dev, e),
-                                                             separators=(",", ":"))
             values, avail = self.state(dev, now)
             state_t, avail_t = self.topics(dev)
             want[state_t] = json.dumps(values, separators=(",", ":"))
