@@ -144,9 +144,14 @@ class HomeAssistant:
             await asyncio.sleep(1.0)
 
     def changed(self) -> None:
-        """Hub hook: a report was accepted; publish what changed."""
-        if self.connected:
+        """Hub hook: a report was accepted; publish what changed. Never raises: nothing
+        here may hold up the alarm path that called it."""
+        if not self.connected:
+            return
+        try:
             self.sync()
+        except Exception:
+            log.exception("Home Assistant update failed")
 
     def changed_by(self, out: object) -> None:
         """Hub.on_stored hook: an alarm raised or cleared shows at once."""

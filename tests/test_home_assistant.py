@@ -33,7 +33,7 @@ from hub.shelly import build_service_data
 from protocols import bthome
 from tests.conftest import requires_mosquitto
 from tests.ha_discovery_schema import SchemaError, validate
-from tests.test_delivery_support import SilentRadio, until
+from tests.test_delivery_support import SilentRadio, open_for_broker, until
 from tests.test_protocol_ccm import Ecb
 from tools.mosquitto import Mosquitto
 
@@ -334,6 +334,33 @@ def test_off_by_default_publishes_nothing(tmp_path: Path, broker: Mosquitto) -> 
                    + "[[device]]" + cfg.read_text().split("[[device]]", 1)[1])
     hub = Hub(config.load(cfg), clock=ManualClock(T0))
     assert hub.home_assistant is None and hub.cfg.home_assistant is None
+    off = write_config(tmp_path, broker.port, 1, extra="")
+    off.write_text(off.read_text().replace("enabled = true", "enabled = false"))
+    assert config.load(off).home_assistant is None
+
+
+@run_async
+async def test_credentials_for_the_family_broker(tmp_path: Path, broker: Mosquitto) -> None:
+    ha = Mosquitto(open_for_broker(tmp_path) / "ha-auth", users={"tryggheim": "s3cret"}).start()
+    try:
+        (tmp_path / "ha-password").write_text("wrong\n")
+        (tmp_path / "ha-password").chmod(0o600)
+        cfg = write_config(tmp_path, broker.port, ha.port, publish='["door"]',
+                           extra='username = "tryggheim"\npassword_file = "ha-password"\n')
+        async with hub_running(cfg, ManualClock(T0)) as hub:
+            # Refused: logged, retried, and the hub carries on (its alarms do not depend on it).
+            assert hub.home_assistant is not None
+            await until(lambda: "not authorised" in ha.log_text().lower()
+                        or "not authorized" in ha.log_text().lower(), what="a refusal")
+            assert not hub.home_assistant.connected
+            hub.on_advert(advert("door-1", [(0x00, 1), (0x01, 80), (0x1A, 1)], 1, T0, True))
+            assert hub.rules.last_values["door-1"]["door"] == 1
+        (tmp_path / "ha-password").write_text("s3cret\n")
+        async with hub_running(cfg, ManualClock(T0)) as hub:
+            await until(lambda: hub.home_assistant is not None and hub.home_assistant.connected)
+            assert hub.home_assistant.stats["configs"] == 1  # door-1's door entity
+    finally:
+        ha.close()
 
 
 @pytest.mark.parametrize("section, problem", [

@@ -117,7 +117,9 @@ def test_shelly_door_motion_and_button_drive_the_rules(tmp_path: Path,
     try:
         air.wait_for_listener()
         # The door opens at night: the wandering rule (return_min 0) raises at once.
-        opened = build_service_data(DOOR_KEY, DOOR_MAC, [(0x00, 1), (0x01, 90), (0x2D, 1)],
+        # As a Shelly BLU Door/Window sends it: with light level and tilt (BTHome 0x05, 0x3F).
+        opened = build_service_data(DOOR_KEY, DOOR_MAC, [(0x00, 1), (0x01, 90), (0x05, 4200),
+                                                         (0x2D, 1), (0x3F, 150)],
                                     counter=500, trigger=True)
         for _ in range(3):  # Shelly repeats each advert; one alarm
             air.broadcast(DOOR_MAC, -58, opened)
@@ -127,6 +129,7 @@ def test_shelly_door_motion_and_button_drive_the_rules(tmp_path: Path,
         # Door closed, then motion inside (the published Shelly BLU Motion advert): back in.
         air.broadcast(DOOR_MAC, -58, build_service_data(
             DOOR_KEY, DOOR_MAC, [(0x00, 2), (0x01, 90), (0x2D, 0)], counter=501, trigger=True))
+        no_more(centre, "alarm_cleared", wait=0.5)  # the closed door alone is not "back"
         air.broadcast(PUB_MOTION[1], -61, PUB_MOTION[0])
         cleared = next_of(centre, "alarm_cleared")
         assert (cleared["type"], cleared["alarm_id"], cleared["reason"]) == (
