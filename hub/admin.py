@@ -165,6 +165,7 @@ class Admin:
             rules={"bed_exit": len(hub.cfg.rules.bed_exit),
                    "wandering": len(hub.cfg.rules.wandering),
                    "inactivity": len(hub.cfg.rules.inactivity)},
+            home_assistant=hub.home_assistant.status() if hub.home_assistant else None,
         )
         return st
 

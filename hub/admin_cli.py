@@ -127,6 +127,10 @@ def _status_text(st: dict[str, Any]) -> str:
         f"devices       {st.get('devices', {}).get('heard')} of "
         f"{st.get('devices', {}).get('configured')} heard",
     ]
+    ha = st.get("home_assistant")
+    if ha:
+        lines.append(f"home assist.  {'connected' if ha.get('connected') else 'NOT CONNECTED'}"
+                     f" to {ha.get('broker')}, publishing {', '.join(ha.get('publish', []))}")
     lr = st.get("last_reload")
     if lr:
         lines.append(f"last reload   {lr.get('time')} by {lr.get('by')}: {lr.get('result')}")

@@ -157,6 +157,11 @@ class HomeAssistant:
         """Hub.on_stored hook: an alarm raised or cleared shows at once."""
         self.changed()
 
+    def status(self) -> dict[str, Any]:
+        """For `tryggheim status`."""
+        return {"connected": self.connected, "broker": f"{self.s.host}:{self.s.port}",
+                "publish": list(self.s.publish), **self.stats}
+
     # -- what should be on the broker ----------------------------------------------------------
     def devices(self) -> list[Device]:
         cfg = self.view.cfg()

@@ -359,6 +359,9 @@ async def test_credentials_for_the_family_broker(tmp_path: Path, broker: Mosquit
         async with hub_running(cfg, ManualClock(T0)) as hub:
             await until(lambda: hub.home_assistant is not None and hub.home_assistant.connected)
             assert hub.home_assistant.stats["configs"] == 1  # door-1's door entity
+            st = hub.admin.status()["home_assistant"]
+            assert (st["connected"], st["broker"], st["publish"]) == (
+                True, f"127.0.0.1:{ha.port}", ["door"])
     finally:
         ha.close()
 
@@ -430,3 +433,12 @@ def test_the_documented_example_section_is_valid_and_off_as_shipped(tmp_path: Pa
     assert ha is not None
     assert (ha.host, ha.publish, ha.devices) == (
         "192.168.1.20", ("door", "battery", "alarm"), ("door-front", "pendant-1"))
+
+
+def test_status_text_shows_the_home_assistant_link() -> None:
+    from hub.admin_cli import _status_text
+
+    text = _status_text({"home_assistant": {"connected": False, "broker": "10.0.0.5:1883",
+                                            "publish": ["door", "battery"]}})
+    assert "home assist.  NOT CONNECTED to 10.0.0.5:1883, publishing door, battery" in text
+    assert "home assist." not in _status_text({"home_assistant": None})
