@@ -143,19 +143,22 @@ class HomeAssistant:
                 log.exception("Home Assistant update failed")
             await asyncio.sleep(1.0)
 
-    def changed(self) -> None:
-        """Hub hook: a report was accepted; publish what changed. Never raises: nothing
-        here may hold up the alarm path that called it."""
+    def changed(self, device_id: str | None = None) -> None:
+        """Hub hook: a report from the device was accepted (or a message about it stored);
+        publish what changed. Never raises: nothing here may hold up the alarm path."""
         if not self.connected:
             return
         try:
-            self.sync()
+            if device_id is None or self._configs_of is not self.view.cfg():
+                self.sync()
+            else:
+                self._sync_device(device_id)
         except Exception:
             log.exception("Home Assistant update failed")
 
     def changed_by(self, out: object) -> None:
         """Hub.on_stored hook: an alarm raised or cleared shows at once."""
-        self.changed()
+        self.changed(getattr(out, "device", None))
 
     def status(self) -> dict[str, Any]:
         """For `tryggheim status`."""
@@ -206,17 +209,23 @@ class HomeAssistant:
         }
         return payload
 
-    def state(self, dev: Device, now: float) -> tuple[dict[str, Any], str]:
+    def _alarmed(self) -> set[str]:
+        """Devices with an active (care) alarm: raised and not cleared or expired."""
+        return {a["device"] for a in self.view.rules().book.active.values()
+                if a["kind"] == CARE and a["device"]}
+
+    def state(self, dev: Device, now: float,
+              alarmed: set[str] | None = None) -> tuple[dict[str, Any], str]:
         rules = self.view.rules()
+        if alarmed is None:
+            alarmed = self._alarmed()
         values = rules.last_values.get(dev.id, {})
         out: dict[str, Any] = {}
         for entity in self.entities(dev):
             if entity == "battery":
                 out[entity] = values.get("battery")
             elif entity == "alarm":
-                active = any(a["device"] == dev.id and a["kind"] == CARE
-                             for a in rules.active_alarms(now))
-                out[entity] = "ON" if active else "OFF"
+                out[entity] = "ON" if dev.id in alarmed else "OFF"
             else:
                 v = next((values[k] for k in _VALUE_KEYS[entity] if k in values), None)
                 out[entity] = None if v is None else ("ON" if v else "OFF")
@@ -240,14 +249,25 @@ class HomeAssistant:
     def wanted(self, now: float) -> dict[str, str]:
         """topic -> retained payload, for everything the hub should have on the broker."""
         want = dict(self._configs())
+        alarmed = self._alarmed()
         for dev in self.devices():
-            if not self.entities(dev):
-                continue
-            values, avail = self.state(dev, now)
-            state_t, avail_t = self.topics(dev)
-            want[state_t] = json.dumps(values, separators=(",", ":"))
-            want[avail_t] = avail
+            if self.entities(dev):
+                want.update(self._device_topics(dev, now, alarmed))
         return want
+
+    def _device_topics(self, dev: Device, now: float, alarmed: set[str]) -> dict[str, str]:
+        values, avail = self.state(dev, now, alarmed)
+        state_t, avail_t = self.topics(dev)
+        return {state_t: json.dumps(values, separators=(",", ":")), avail_t: avail}
+
+    def _sync_device(self, device_id: str) -> None:
+        dev = next((d for d in self.devices() if d.id == device_id), None)
+        if dev is None or not self.entities(dev):
+            return  # not published (not allowed, or not a device)
+        for topic, payload in self._device_topics(dev, self.view.now(), self._alarmed()).items():
+            if self._sent.get(topic) != payload:
+                self._publish(topic, payload)
+                self.stats["states"] += 1
 
     # -- publishing ---------------------------------------------------------------------------
     def sync(self, full: bool = False) -> None:

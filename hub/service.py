@@ -120,7 +120,7 @@ class Hub:
             self.acks.track(out, report, advert.service_data)
         self._dispatch(outs)
         if self.home_assistant is not None:
-            self.home_assistant.changed()
+            self.home_assistant.changed(report.device.id)
 
     def _dispatch(self, outs: list[Outgoing]) -> None:
         """Store the rules' messages first, then the rules' state: a crash in between

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 
@@ -111,8 +111,13 @@ def parse_objects(payload: bytes) -> tuple[list[tuple[int, int]], int | None]:
         if spec is None or i + 1 + spec[0] > n:
             return objects, oid
         size, signed = spec
-        value = int.from_bytes(payload[i + 1:i + 1 + size], "little", signed=signed)
         if oid in _NAMES:
+            if size == 1:
+                value = payload[i + 1]
+                if signed and value > 127:
+                    value -= 256
+            else:
+                value = int.from_bytes(payload[i + 1:i + 1 + size], "little", signed=signed)
             objects.append((oid, value))
         i += 1 + size
     return objects, None
@@ -163,6 +168,20 @@ def _normalise(role: str, values: dict[str, int]) -> dict[str, int]:
     return values
 
 
+_decoder: Any = None
+
+
+def _decoder_module() -> Any:
+    # hub.decode imports this module, so it is looked up once, on first use (an import
+    # statement on every advert would cost more than the rest of the path).
+    global _decoder
+    if _decoder is None:
+        import hub.decode
+
+        _decoder = hub.decode
+    return _decoder
+
+
 class _State:
     __slots__ = ("packet_id",)
 
@@ -177,8 +196,7 @@ _states: weakref.WeakKeyDictionary[AdvertDecoder, dict[str, _State]] = (
 def decode(dec: AdvertDecoder, peer: _Peer, advert: Advert) -> Report | None:
     """AdvertDecoder's path for a device with a Shelly `model`: same authentication and
     replay rules as our own devices, Shelly's objects, packet id and button semantics."""
-    from hub.decode import _MIN_ENCRYPTED, ALERT_REPLAY, Report, _power_of_ten
-
+    d = _decoder_module()
     device = peer.device
     svc = advert.service_data
     if peer.aead is None:  # hub/keys.py gives every device its key; a unit test may not
@@ -191,7 +209,7 @@ def decode(dec: AdvertDecoder, peer: _Peer, advert: Advert) -> Report | None:
     if svc == peer.last_frame:
         dec.stats["repeat"] += 1
         return None
-    if len(svc) < _MIN_ENCRYPTED:
+    if len(svc) < d._MIN_ENCRYPTED:
         dec._drop(device, "malformed", "encrypted advert too short")
         return None
     ctr = svc[-8:-4]
@@ -210,7 +228,7 @@ def decode(dec: AdvertDecoder, peer: _Peer, advert: Advert) -> Report | None:
             peer.last_frame = svc
             return None
         dec._drop(device, "replay", f"counter {counter} <= last accepted {last}")
-        dec._alert(peer, ALERT_REPLAY, {"counter": counter, "last_counter": last})
+        dec._alert(peer, d.ALERT_REPLAY, {"counter": counter, "last_counter": last})
         return None
     objects, stopped = parse_objects(pt)
     if stopped is not None:
@@ -218,7 +236,7 @@ def decode(dec: AdvertDecoder, peer: _Peer, advert: Advert) -> Report | None:
         dec.stats["shelly_unknown_object"] += 1
         k = (device.id, "shelly_unknown_object")
         n = dec.device_stats[k] = dec.device_stats[k] + 1
-        if _power_of_ten(n):
+        if d._power_of_ten(n):
             log.warning("advert from %s: object 0x%02x unknown or truncated; used the objects"
                         " before it (%d so far)", device.id, stopped, n)
     dec.counters.accept(device.id, counter)
@@ -238,7 +256,9 @@ def decode(dec: AdvertDecoder, peer: _Peer, advert: Advert) -> Report | None:
         trigger = False
     st.packet_id = packet_id
     dec.stats["accepted"] += 1
-    return Report(device, advert.received_at, advert.rssi, values, packet_id, counter, trigger)
+    report: Report = d.Report(device, advert.received_at, advert.rssi, values, packet_id, counter,
+                              trigger)
+    return report
 
 
 def build_service_data(key: bytes, mac: str, objects: list[tuple[int, int]], counter: int,
