@@ -21,12 +21,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from hub import config, keys
 from hub.audit import Who
 from hub.clock import ManualClock
 from hub.control import ControlError
+from hub.ha_settings import ENTITIES
 from hub.radio import Advert
 from hub.service import Hub
 from hub.shelly import build_service_data
@@ -442,3 +445,42 @@ def test_status_text_shows_the_home_assistant_link() -> None:
                                             "publish": ["door", "battery"]}})
     assert "home assist.  NOT CONNECTED to 10.0.0.5:1883, publishing door, battery" in text
     assert "home assist." not in _status_text({"home_assistant": None})
+
+
+@settings(max_examples=60, deadline=None)
+@given(publish=st.sets(st.sampled_from(ENTITIES), min_size=1),
+       chosen=st.sets(st.sampled_from(sorted(DEVICES))),
+       values=st.dictionaries(st.sampled_from(["door", "motion", "occupancy", "battery",
+                                               "button", "problem", "voltage_mv"]),
+                              st.integers(0, 100)))
+def test_every_combination_publishes_only_what_is_allowed_and_validates(
+        tmp_path_factory: pytest.TempPathFactory, publish: set[str], chosen: set[str],
+        values: dict[str, int]) -> None:
+    """Without a broker: what the publisher would put on it, for any section."""
+    from hub.home_assistant import HomeAssistant, HubView
+    from hub.rules import RuleEngine
+
+    d = tmp_path_factory.mktemp("ha")
+    listed = "[" + ", ".join(f'"{x}"' for x in sorted(publish)) + "]"
+    extra = ("devices = [" + ", ".join(f'"{x}"' for x in sorted(chosen)) + "]\n") if chosen else ""
+    cfg = config.load(write_config(d, 1, 2, publish=listed, extra=extra))
+    assert cfg.home_assistant is not None
+    engine = RuleEngine(cfg.site, cfg.timezone, devices=cfg.devices, settings=cfg.rules)
+    for dev in cfg.devices:
+        engine.last_values[dev] = dict(values)
+        engine.seen[dev] = [T0, -60.0]
+    ha = HomeAssistant(cfg.home_assistant, HubView(lambda: cfg, lambda: engine, lambda: T0))
+    want = ha.wanted(T0)
+    shown = chosen or set(DEVICES)
+    for topic, payload in want.items():
+        if topic.endswith("/config"):
+            p = validate(topic, payload)
+            entity = p["unique_id"].rsplit("_", 1)[1]
+            assert entity in publish
+            assert any(p["unique_id"] == f"tryggheim_{SITE}_{x}_{entity}" for x in shown)
+        elif topic.endswith("/state"):
+            assert topic.split("/")[2] in shown
+            assert set(json.loads(payload)) <= publish
+        else:
+            assert topic.endswith("/availability") and payload in ("online", "offline")
+    assert all(b"C0:FF:EE" not in p.encode() and "hall" not in p for p in want.values())
