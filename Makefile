@@ -68,3 +68,14 @@ soak: setup
 
 clean:
 	rm -rf build demo-out .pytest_cache .mypy_cache .ruff_cache
+
+# An off-the-shelf Shelly BLU sensor: registered with the hub like `make flash` does (nothing
+# is flashed); the bindkey from the Shelly app is asked for. docs/INSTALLER.md, section 1b.
+.PHONY: shelly
+shelly: setup
+	@if [ -z "$(MODEL)" ] || [ -z "$(MAC)" ] || [ -z "$(ID)" ]; then \
+	  echo "make shelly needs MODEL=<button1|door-window|motion> MAC=AA:BB:CC:DD:EE:FF ID=<device id>"; \
+	  echo "(and ROOM=..., HUB_CONFIG=<the hub's config, default /etc/tryggheim>). See docs/INSTALLER.md."; \
+	  exit 2; fi
+	@$(PY) -m tools.add_shelly --model "$(MODEL)" --mac "$(MAC)" --id "$(ID)" \
+	  --config "$(or $(HUB_CONFIG),/etc/tryggheim)" $(if $(ROOM),--room "$(ROOM)")

@@ -160,6 +160,9 @@ class AckSender:
         data, to recognise the device repeating it."""
         if out.kind != "alarm" or out.payload.get("type") not in ACK_TYPES:
             return
+        if report.device.model:  # an off-the-shelf button cannot receive acknowledgements
+            self.stats["no_feedback"] += 1
+            return
         if report.counter is None or report.device.key is None:
             self.stats["no_key"] += 1  # nothing to authenticate an ack with
             return

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hub import config, keys
+from hub import config, keys, shelly
 from hub.audit import AuditLog, Who, diff, read_sources
 from hub.clock import iso
 from hub.commands import CommandListener
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # Sections a reload cannot apply (they need new connections or a new radio): a change
 # there is refused by reload, with the advice to restart.
 RESTART_FIELDS = ("site", "timezone", "hub_id", "data_dir", "mqtt", "radio_kind", "radio_air",
-                  "radio_replay", "radio", "keys_file", "admin")
+                  "radio_replay", "radio", "keys_file", "admin", "home_assistant")
 FAILURE_REASONS = ("bad_mic", "plaintext", "replay", "malformed")
 
 
@@ -169,6 +169,7 @@ class Admin:
             rules={"bed_exit": len(hub.cfg.rules.bed_exit),
                    "wandering": len(hub.cfg.rules.wandering),
                    "inactivity": len(hub.cfg.rules.inactivity)},
+            home_assistant=hub.home_assistant.status() if hub.home_assistant else None,
         )
         return st
 
@@ -192,6 +193,7 @@ class Admin:
                 "decrypt_failures": failures["bad_mic"] + failures["plaintext"],
                 "dropped": failures,
                 "silent": f"device_silent:{dev.id}" in active,
+                "model": dev.model or None, "note": shelly.note(dev),
             })
         return out
 

@@ -127,6 +127,10 @@ def _status_text(st: dict[str, Any]) -> str:
         f"devices       {st.get('devices', {}).get('heard')} of "
         f"{st.get('devices', {}).get('configured')} heard",
     ]
+    ha = st.get("home_assistant")
+    if ha:
+        lines.append(f"home assist.  {'connected' if ha.get('connected') else 'NOT CONNECTED'}"
+                     f" to {ha.get('broker')}, publishing {', '.join(ha.get('publish', []))}")
     lr = st.get("last_reload")
     if lr:
         lines.append(f"last reload   {lr.get('time')} by {lr.get('by')}: {lr.get('result')}")
@@ -150,7 +154,9 @@ def _devices_text(devs: list[dict[str, Any]]) -> str:
     rows = [[d["id"], d["role"], d["room"] or "-", _age(d["age_s"]),
              "-" if d["battery"] is None else f"{d['battery']}%",
              "-" if d["rssi"] is None else f"{int(d['rssi'])} dBm",
-             str(d["decrypt_failures"]), "SILENT" if d["silent"] else ""] for d in devs]
+             str(d["decrypt_failures"]),
+             " ".join(x for x in ("SILENT" if d["silent"] else "", d.get("note") or "") if x)]
+            for d in devs]
     return _table(rows, ["DEVICE", "ROLE", "ROOM", "SEEN", "BATTERY", "SIGNAL", "DECRYPT-FAIL",
                          ""])
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from hub import ha_settings
+from hub.ha_settings import HomeAssistantSettings
 from hub.routing import Route, parse_routes
 from hub.rules.settings import RULE_SECTIONS, RulesConfig, parse_rules
 from hub.tomlcheck import Locator
@@ -41,6 +43,7 @@ class Device:
     room: str = ""
     key: bytes | None = None
     heartbeat_s: int | None = None  # the device's heartbeat, if not its role's default
+    model: str = ""  # "" = a Tryggheim device; else an off-the-shelf sensor (hub/shelly.py)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class HubConfig:
     admin: AdminSettings = field(default_factory=lambda: AdminSettings())
     root: Path | None = None  # what was loaded: the config directory or the single file
     sources: tuple[Path, ...] = ()  # every file read (audited on reload)
+    home_assistant: HomeAssistantSettings | None = None  # off unless configured
 
     def device_by_mac(self) -> dict[str, Device]:
         return {d.mac: d for d in self.devices.values()}
@@ -114,7 +118,7 @@ REMOTE_COMMANDS = ("mute", "ack")
 
 DIR_FILES = {
     # file -> sections it holds; "*" = the whole file is that one section
-    "site.toml": ("site", "hub", "mqtt", "radio", "admin"),
+    "site.toml": ("site", "hub", "mqtt", "radio", "admin", "home_assistant"),
     "devices.toml": ("device",),
     "rules.toml": ("rules*",),
     "routing.toml": ("route",),
@@ -218,7 +222,8 @@ def load(path: str | Path) -> HubConfig:
     raw, sources, file = _read(root)
     problems: list[str] = []
     r = _Reader(file, problems)
-    top = {"site", "hub", "mqtt", "radio", "device", "rules", "route", "retention", "admin"}
+    top = {"site", "hub", "mqtt", "radio", "device", "rules", "route", "retention", "admin",
+           "home_assistant"}
     for key in [k for k in raw if k not in top and k in RULE_SECTIONS]:
         r.error(key, f"a rule: in a single file it goes under [rules] ([[rules.{key}]] or"
                 f" [rules.{key}]), in a config directory in rules.toml")
@@ -275,7 +280,7 @@ def load(path: str | Path) -> HubConfig:
     device_tables = r.tables(raw, "", "device")
     for i, d in enumerate(device_tables):
         where = f"device[{i}]"
-        r.unknown(d, where, {"id", "role", "mac", "room", "key", "heartbeat_s"})
+        r.unknown(d, where, {"id", "role", "mac", "room", "key", "heartbeat_s", "model"})
         dev_id = r.get(d, where, "id", str)
         role = r.get(d, where, "role", str)
         mac = r.get(d, where, "mac", str)
@@ -286,9 +291,10 @@ def load(path: str | Path) -> HubConfig:
         if dev_id in devices:
             problems.append(f"{file}: {where}.id: duplicate device id {dev_id!r}")
         heartbeat = r.number(d, where, "heartbeat_s", None, 10, 86400)
+        model = _device_model(r, d, where, role)
         if dev_id and role and mac:
             devices[dev_id] = Device(dev_id, role, mac.upper(), r.get(d, where, "room", str, ""),
-                                     heartbeat_s=heartbeat)
+                                     heartbeat_s=heartbeat, model=model)
     declared = frozenset(str(d.get("id")) for d in device_tables)
     rules = parse_rules(r.table(raw, "", "rules"), r, "rules", devices, declared)
     routes = parse_routes(r.tables(raw, "", "route"), r)
@@ -306,6 +312,7 @@ def load(path: str | Path) -> HubConfig:
     admin = AdminSettings(Path(r.get(adm, "admin", "socket", str, "control.sock")),
                           r.get(adm, "admin", "group", str, "tryggheim-admin"),
                           tuple(c for c in remote if c in REMOTE_COMMANDS))
+    home_assistant = ha_settings.parse(raw, r, file.parent, set(devices) | set(declared))
     if problems:
         raise ConfigError([sources.place(p) for p in problems])
     return HubConfig(
@@ -327,7 +334,24 @@ def load(path: str | Path) -> HubConfig:
         admin=admin,
         root=root,
         sources=tuple(sources.files),
+        home_assistant=home_assistant,
     )
+
+
+def _device_model(r: _Reader, d: dict[str, Any], where: str, role: str | None) -> str:
+    """[[device]] model: an off-the-shelf sensor (hub/shelly.py), which must play its role."""
+    from hub.shelly import MODELS
+
+    model = r.get(d, where, "model", str, "")
+    if not model:
+        return ""
+    spec = MODELS.get(model)
+    if spec is None:
+        r.error(f"{where}.model", f"{model!r} is not one of {', '.join(MODELS)}")
+        return ""
+    if role is not None and role != spec.role:
+        r.error(f"{where}.role", f"a {spec.product} is a {spec.role}, not a {role}")
+    return str(model)
 
 
 def _is_mac(s: str) -> bool:

@@ -33,6 +33,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
+from hub import shelly
 from hub.config import Device
 from hub.counters import CounterStore
 from hub.radio import Advert
@@ -144,6 +145,8 @@ class AdvertDecoder:
         if not svc or svc[0] & bthome.VERSION_MASK != _V2:
             self._drop(device, "malformed", "not BTHome v2")
             return None
+        if device.model:  # an off-the-shelf sensor: its own objects and packet id
+            return shelly.decode(self, peer, advert)
         if peer.aead is None:
             return self._decode_plain(peer, advert)
         if not svc[0] & bthome.INFO_ENCRYPTED:
@@ -259,13 +262,14 @@ def inspect(data: bytes, mac: str, keys: dict[str, bytes]) -> dict[str, Any]:
                 raise bthome.DecodeError(
                     "MIC does not verify with any given key" if keys else "encrypted: no key given"
                 )
-            objects = bthome.decode_objects(pt)
+            objects = shelly.inspect_objects(pt)
         else:
-            objects = bthome.decode_objects(svc[1:])
+            objects = shelly.inspect_objects(svc[1:])
         out["objects"] = [
-            {"id": f"0x{oid:02x}", "name": _NAMES[oid], "value": v} for oid, v in objects
+            {"id": f"0x{oid:02x}", "name": shelly.object_name(oid), "value": v}
+            for oid, v in objects
         ]
-        out["values"] = _values(objects)
+        out["values"] = shelly.values_for("", objects)
         button = out["values"].get("button")
         if button is not None:
             out["button_event"] = bthome.BUTTON_EVENT_NAMES.get(button, "unknown")

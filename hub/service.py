@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hub import keys
+from hub import home_assistant, keys
 from hub.acks import AckSender, AckSettings, AckStore
 from hub.clock import Clock, SystemClock, iso
 from hub.config import Device, HubConfig
@@ -101,6 +101,11 @@ class Hub:
         from hub.admin import Admin
 
         self.admin = Admin(self)
+        # Optional Home Assistant discovery ([home_assistant]; hub/home_assistant.py).
+        self.home_assistant = home_assistant.attach(lambda: self.cfg, lambda: self.rules,
+                                                    self.clock.now)
+        if self.home_assistant is not None:
+            self.on_stored.append(self.home_assistant.changed_by)
 
     def on_advert(self, advert: Advert) -> None:
         if self.capture is not None:
@@ -117,6 +122,8 @@ class Hub:
         for out in outs:
             self.acks.track(out, report, advert.service_data)
         self._dispatch(outs)
+        if self.home_assistant is not None:
+            self.home_assistant.changed(report.device.id)
         for cb in list(self.on_report):
             try:
                 cb(report)
@@ -266,11 +273,15 @@ class Hub:
         await self.scanner.start(self.on_advert)
         ticker = asyncio.create_task(self._tick_loop(), name="rule-tick")
         await self.admin.start()
+        if self.home_assistant is not None:
+            self.home_assistant.start()
         log.info("hub %s running for site %s", self.cfg.hub_id, self.cfg.site)
         try:
             await stop.wait()
         finally:
             ticker.cancel()
+            if self.home_assistant is not None:
+                await self.home_assistant.stop()
             await self.admin.stop()
             await self.scanner.stop()
             await self.acks.close()

@@ -58,6 +58,7 @@ class Registration:
     key: str  # 32 hex digits
     room: str = ""
     heartbeat_s: int | None = None  # None: the role's default
+    model: str = ""  # an off-the-shelf sensor (hub/shelly.py); "" = a Tryggheim device
 
 
 def new_key() -> str:
@@ -141,6 +142,8 @@ def device_block(reg: Registration) -> str:
         lines.append(f"room = {_toml_str(reg.room)}")
     if reg.heartbeat_s is not None:  # the hub reports a device silent after its heartbeats
         lines.append(f"heartbeat_s = {int(reg.heartbeat_s)}")
+    if reg.model:
+        lines.append(f"model = {_toml_str(reg.model)}")
     return "\n".join(lines) + "\n"
 
 
