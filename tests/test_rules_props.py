@@ -2,13 +2,17 @@
 if and only if the stated condition holds, exactly once, at the right time, and clear right.
 
 The oracles below restate the rules from the issue in a different form (whole-history
-interval arithmetic in UTC), independent of the engine's incremental state. The engine is
-ticked on a 5-minute grid; events fall between ticks, so "alarm at the first tick at or after
-the deadline" has a single right answer.
+interval arithmetic on instants, with local time taken from `datetime` in the site's zone),
+independent of the engine's incremental state. The engine is ticked on a 5-minute grid;
+events fall between ticks, so "alarm at the first tick at or after the deadline" has a single
+right answer. The same machine runs in UTC and in Europe/Oslo, starting on an ordinary day
+or on the day before either daylight-saving night, so windows that are 8 or 10 hours long are
+exercised as well as the 8-hour one.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, settings
@@ -22,51 +26,71 @@ from hub.rules.windows import parse_window
 from tests.test_rules import DEVICES, counter_ids
 
 UTC = ZoneInfo("UTC")
-T0 = 1_795_651_200.0  # 2026-11-26 00:00 UTC, a multiple of the grid
+OSLO = ZoneInfo("Europe/Oslo")
+# UTC midnights (multiples of the grid): an ordinary day and the days before the DST nights.
+STARTS = {"ordinary": 1_795_651_200.0,  # 2026-11-26
+          "spring": 1_774_656_000.0,  # 2026-03-28
+          "autumn": 1_792_800_000.0}  # 2026-10-24
 GRID = 300.0
-W_START, W_END = 22 * 60, 6 * 60  # minutes; the window crosses midnight
+W_START, W_END = 22, 6  # hours; the window crosses midnight
 QUIET = SilentRule(missed_heartbeats=10_000)
 
 
-def in_window(t: float) -> bool:
-    m = (t % 86400) // 60
-    return m >= W_START or m < W_END
+class Oracle:
+    """The window 22:00-06:00 in zone `tz`, computed from local dates and times."""
 
+    def __init__(self, tz: ZoneInfo, t0: float) -> None:
+        self.tz = tz
+        self.t0 = t0
 
-def window_start_of(t: float) -> float:
-    """Start of the night containing t (t must be in the window)."""
-    day = t - t % 86400
-    return day + W_START * 60 if (t % 86400) // 60 >= W_START else day - 86400 + W_START * 60
+    def _at(self, d: object, hour: int) -> float:
+        return datetime.combine(d, datetime.min.time().replace(hour=hour),  # type: ignore[arg-type]
+                                self.tz).timestamp()
 
+    def in_window(self, t: float) -> bool:
+        h = datetime.fromtimestamp(t, self.tz).hour
+        return h >= W_START or h < W_END
 
-def first_in_window(t: float) -> float:
-    if in_window(t):
-        return t
-    return t - t % 86400 + W_START * 60
+    def window_start_of(self, t: float) -> float:
+        """Start of the night containing t (t must be in the window)."""
+        local = datetime.fromtimestamp(t, self.tz)
+        d = local.date() if local.hour >= W_START else local.date() - timedelta(days=1)
+        return self._at(d, W_START)
 
+    def first_in_window(self, t: float) -> float:
+        if self.in_window(t):
+            return t
+        return self._at(datetime.fromtimestamp(t, self.tz).date(), W_START)
 
-def first_tick_at_or_after(t: float) -> float:
-    k = -(-(t - T0) // GRID)
-    return T0 + k * GRID
+    def first_tick_at_or_after(self, t: float) -> float:
+        k = -(-(t - self.t0) // GRID)
+        return self.t0 + k * GRID
 
 
 Expected = list[tuple[str, float]]
 
 
-def bed_exit_oracle(events: list[tuple[float, str, int]], end: float, n_min: int) -> Expected:
+def bed_exit_oracle(o: Oracle, events: list[tuple[float, str, int]], end: float, n_min: int,
+                    need_bed: bool) -> Expected:
     out: Expected = []
     state: int | None = None
-    exits: list[tuple[float, float | None]] = []
+    exits: list[tuple[float, float | None, bool]] = []  # (left, back, was in bed before)
     for t, dev, v in events:
         if dev != "bed-1":
             continue
         if v == 0 and state != 0:
-            exits.append((t, None))
+            exits.append((t, None, state == 1))
         elif v == 1 and state == 0:
-            exits[-1] = (exits[-1][0], t)
+            exits[-1] = (exits[-1][0], t, exits[-1][2])
         state = v
-    for left, back in exits:
-        alarm = first_tick_at_or_after(first_in_window(left) + n_min * 60)
+    for left, back, was_in_bed in exits:
+        if need_bed:
+            # Armed only by leaving the bed inside the window; then N minutes from leaving.
+            if not (was_in_bed and o.in_window(left)):
+                continue
+            alarm = o.first_tick_at_or_after(left + n_min * 60)
+        else:
+            alarm = o.first_tick_at_or_after(o.first_in_window(left) + n_min * 60)
         limit = back if back is not None else end + 1
         if alarm < limit and alarm <= end:
             out.append(("raised", alarm))
@@ -75,7 +99,7 @@ def bed_exit_oracle(events: list[tuple[float, str, int]], end: float, n_min: int
     return out
 
 
-def wandering_oracle(events: list[tuple[float, str, int]], end: float, n_min: int,
+def wandering_oracle(o: Oracle, events: list[tuple[float, str, int]], end: float, n_min: int,
                      need_bed: bool) -> Expected:
     out: Expected = []
     # Bed intervals [a, b) and door state as functions of time, from the whole history.
@@ -97,7 +121,7 @@ def wandering_oracle(events: list[tuple[float, str, int]], end: float, n_min: in
     alarmed = False
     for t, dev, v in events:
         if opened is not None and not alarmed:
-            alarm = first_tick_at_or_after(opened + n_min * 60)
+            alarm = o.first_tick_at_or_after(opened + n_min * 60)
             if n_min > 0 and alarm < t:
                 out.append(("raised", alarm))
                 alarmed = True
@@ -108,15 +132,15 @@ def wandering_oracle(events: list[tuple[float, str, int]], end: float, n_min: in
                 out.append(("cleared", t))
             opened, alarmed = None, False
         if dev == "door-1":
-            if v == 1 and door != 1 and opened is None and in_window(t) and (
-                    not need_bed or was_in_bed(window_start_of(t), t)):
+            if v == 1 and door != 1 and opened is None and o.in_window(t) and (
+                    not need_bed or was_in_bed(o.window_start_of(t), t)):
                 opened = t
                 if n_min == 0:
                     out.append(("raised", t))
                     alarmed = True
             door = v
     if opened is not None and not alarmed:
-        alarm = first_tick_at_or_after(opened + n_min * 60)
+        alarm = o.first_tick_at_or_after(opened + n_min * 60)
         if n_min > 0 and alarm <= end:
             out.append(("raised", alarm))
     return out
@@ -125,19 +149,27 @@ def wandering_oracle(events: list[tuple[float, str, int]], end: float, n_min: in
 class Night(RuleBasedStateMachine):
     """One home, random sensor events between ticks; both rules checked against oracles."""
 
+    TZ = UTC
+
     @initialize(n_bed=st.sampled_from([5, 15, 30, 90]), n_door=st.sampled_from([0, 5, 10, 25]),
-                need_bed=st.booleans(), start_cells=st.integers(0, 287))
-    def setup(self, n_bed: int, n_door: int, need_bed: bool, start_cells: int) -> None:
+                need_bed=st.booleans(), bed_need_bed=st.booleans(),
+                day=st.sampled_from(sorted(STARTS)), start_cells=st.integers(0, 287))
+    def setup(self, n_bed: int, n_door: int, need_bed: bool, bed_need_bed: bool, day: str,
+              start_cells: int) -> None:
         self.n_bed, self.n_door, self.need_bed = n_bed, n_door, need_bed
+        self.bed_need_bed = bed_need_bed
+        self.oracle = Oracle(self.TZ, STARTS[day])
         window = parse_window("22:00-06:00")
         cfg = RulesConfig(
-            bed_exit=(BedExitRule("bed", "bed-1", window, n_bed),),
+            bed_exit=(BedExitRule("bed", "bed-1", window, n_bed, bed_need_bed),),
+            # A PIR without a hold-off: every motion report is new motion (the hold-off and
+            # its wait are scenario tests in test_rules_scenarios.py).
             wandering=(WanderingRule("door", "door-1", window, n_door, inside=("pir-hall",),
-                                     bed="bed-1", require_in_bed=need_bed),),
+                                     bed="bed-1", require_in_bed=need_bed, pir_holdoff_s=0),),
             silent=QUIET,
         )
-        self.engine = RuleEngine("p", UTC, counter_ids(), devices=DEVICES, settings=cfg)
-        self.now = T0 + start_cells * GRID  # start anywhere in the day
+        self.engine = RuleEngine("p", self.TZ, counter_ids(), devices=DEVICES, settings=cfg)
+        self.now = STARTS[day] + start_cells * GRID  # start anywhere in the day
         self.k = 0  # events within the current grid cell
         self.events: list[tuple[float, str, int]] = []
         self.got: dict[str, Expected] = {"bed_exit": [], "wandering": []}
@@ -176,14 +208,26 @@ class Night(RuleBasedStateMachine):
     def motion(self) -> None:
         self._event("pir-hall", motion=1)
 
+    @rule()
+    def clear(self) -> None:
+        self._event("pir-hall", motion=0)  # the PIR's "no motion" after its hold-off
+
     def teardown(self) -> None:
         if not hasattr(self, "engine"):
             return
-        assert self.got["bed_exit"] == bed_exit_oracle(self.events, self.now, self.n_bed)
-        assert self.got["wandering"] == wandering_oracle(self.events, self.now, self.n_door,
-                                                         self.need_bed)
+        assert self.got["bed_exit"] == bed_exit_oracle(self.oracle, self.events, self.now,
+                                                       self.n_bed, self.bed_need_bed)
+        assert self.got["wandering"] == wandering_oracle(self.oracle, self.events, self.now,
+                                                         self.n_door, self.need_bed)
 
 
-Night.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None,
-                                   suppress_health_check=[HealthCheck.too_slow])
+class OsloNight(Night):
+    TZ = OSLO
+
+
+SETTINGS = settings(max_examples=150, stateful_step_count=40, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+Night.TestCase.settings = SETTINGS
+OsloNight.TestCase.settings = SETTINGS
 TestNight = Night.TestCase
+TestOsloNight = OsloNight.TestCase

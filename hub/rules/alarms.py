@@ -93,7 +93,7 @@ class AlarmBook:
         for a in self.active.values():
             for k in ("raised_at", "acknowledged_at", "expires_at"):
                 v = a.get(k)
-                if v is not None and v >= since:
+                if v is not None and v > since:
                     a[k] = v + delta
 
     def event(self, type_: str, device: str | None, now: float,

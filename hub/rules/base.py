@@ -62,8 +62,8 @@ def is_late(t: float, known: Any, now: float) -> bool:
 
 
 def moved(value: Any, delta: float, since: float) -> Any:
-    """`value` shifted by `delta` if it is an instant at or after `since`; else unchanged."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= since:
+    """`value` shifted by `delta` if it is an instant after `since`; else unchanged."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > since:
         return value + delta
     return value
 

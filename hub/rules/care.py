@@ -200,8 +200,8 @@ class Wandering:
         """While the door is closed: the end of the hold-off of an inside sensor that saw
         motion before the close and cannot yet report new motion."""
         closed = st.get("closed_at")
-        if closed is None or st.get("door_open") is not False:
-            return None
+        if closed is None or st.get("door_open") is not False or self.cfg.pir_holdoff_s <= 0:
+            return None  # (a sensor without a hold-off reports new motion at once)
         until: float | None = None
         for dev in self.cfg.inside:
             p = st.get("pir", {}).get(dev)

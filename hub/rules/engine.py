@@ -101,7 +101,7 @@ class RuleEngine:
 
     # -- the clock (hub/clock.py ClockWatch tells the engine) -------------------------------
     def clock_stepped(self, delta: float, since: float, now: float) -> list[Outgoing]:
-        """The wall clock jumped by `delta` seconds (NTP stepped it). Instants recorded at or
+        """The wall clock jumped by `delta` seconds (NTP stepped it). Instants recorded
         after `since` (the start of the current time base) move with it, so "out of bed for
         10 minutes" is still 10 minutes and a deadline still lies as far ahead as it did;
         windows are evaluated on the new wall time."""
@@ -109,7 +109,7 @@ class RuleEngine:
             rule.shift(self._st(rule), delta, since)
         self.book.shift(delta, since)
         for seen in self.seen.values():
-            if seen[0] >= since:
+            if seen[0] > since:
                 seen[0] += delta
         self.changed = True
         return self.book.event("clock_stepped", None, now, kind="status", step_s=round(delta, 3))
