@@ -422,3 +422,17 @@ def test_the_oslo_helper_turns_local_times_into_utc() -> None:
     # The October night's 02:30 happens twice; `at` takes the first (CEST).
     assert datetime.fromtimestamp(morning("autumn", "02:30"), OSLO).utcoffset().total_seconds() \
         == 7200  # type: ignore[union-attr]
+
+
+def test_a_window_edge_in_the_repeated_october_hour_is_its_first_pass() -> None:
+    ends = next(parse_window("22:00-02:30").occurrences(at("2026-10-24 12:00"), OSLO))
+    starts = next(parse_window("02:30-05:00").occurrences(at("2026-10-25 00:00"), OSLO))
+    first_0230 = datetime(2026, 10, 25, 2, 30, fold=0, tzinfo=OSLO).timestamp()
+    assert ends[1] == first_0230 and ends[1] - ends[0] == 4.5 * 3600
+    assert starts[0] == first_0230 and starts[1] - starts[0] == 3.5 * 3600
+
+
+def test_the_example_config_chooses_the_bed_exit_behaviour_deliberately() -> None:
+    text = (Path(__file__).parent.parent / "docs/example-config/rules.toml").read_text()
+    section = text.split("[[bed_exit]]")[1].split("\n[")[0]
+    assert "\nrequire_in_bed = " in section
