@@ -117,3 +117,63 @@ def test_pending_bed_exit_fires_at_its_time_after_a_hub_restart(tmp_path: Path,
     finally:
         centre.stop()
         air.close()
+
+
+def test_a_backward_clock_step_does_not_delay_a_running_bed_exit_in_the_hub(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    """The running hub (its tick loop, ClockWatch) against NTP stepping the clock 40 minutes
+    back: the alarm still comes 30 real minutes after she left, at 02:50 on the new clock."""
+    d = tmp_path / "etc"
+    write_config_dir(d, broker.port)
+    air = Air(d / "air.sock")
+    centre = ResponseCentre("127.0.0.1", broker.port, site=SITE).start()
+    clock = ManualClock(at("2026-11-26 02:55"))
+
+    def bed_alarms() -> list[dict[str, Any]]:
+        out = []
+        while True:
+            try:
+                m = centre.get(timeout=0.01)
+            except queue.Empty:
+                return out
+            if m["type"] in ("bed_exit", "clock_stepped"):
+                out.append(m)
+
+    async def main() -> None:
+        hub = Hub(keys.attach(config.load(d)), clock=clock)
+        stop = asyncio.Event()
+        task = asyncio.create_task(hub.run(stop))
+        try:
+            await asyncio.to_thread(air.wait_for_listener)
+            bed_advert(air, 1, 1)
+            clock.t = at("2026-11-26 03:00")
+            bed_advert(air, 2, 0)  # out of bed at 03:00
+            await wait_for(lambda: hub.rules.state.get("bed_exit:bed-1", {}).get("in_bed")
+                           is False)
+            clock.t = at("2026-11-26 03:10")
+            await asyncio.sleep(1.5)
+            clock.step(-40 * 60)  # 03:10 -> 02:30
+            got: list[dict[str, Any]] = []
+            await wait_for(lambda: got.extend(bed_alarms()) or got)
+            assert [(m["type"], m["step_s"]) for m in got] == [("clock_stepped", -2400)]
+            clock.t = at("2026-11-26 02:49:50")
+            await asyncio.sleep(1.5)
+            assert bed_alarms() == []
+            clock.t = at("2026-11-26 02:50")
+            await wait_for(lambda: got.extend(bed_alarms()) or len(got) > 1)
+            alarm = got[1]
+            assert (alarm["type"], alarm["state"], alarm["minutes_out"]) == ("bed_exit",
+                                                                             "raised", 30)
+            assert datetime.fromisoformat(alarm["time"]).astimezone(OSLO).strftime(
+                "%H:%M") == "02:50"
+            await wait_for(lambda: hub.outbox.stats().depth == 0)
+            await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        centre.stop()
+        air.close()
