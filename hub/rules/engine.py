@@ -112,7 +112,8 @@ class RuleEngine:
             if seen[0] > since:
                 seen[0] += delta
         self.changed = True
-        return self.book.event("clock_stepped", None, now, kind="status", step_s=round(delta, 3))
+        # An event (the local log; routable): what reaches the centre is clock_unsynchronised.
+        return self.book.event("clock_stepped", None, now, step_s=round(delta, 3))
 
     def clock_sync(self, synchronised: bool, now: float, **fields: Any) -> list[Outgoing]:
         """Raise (once) or clear the hub's technical alarm for a clock not synchronised."""
