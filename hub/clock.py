@@ -97,16 +97,19 @@ def timex_synchronised(rc: int, status: int, maxerror_us: int) -> bool:
     return rc != TIME_ERROR and not status & STA_UNSYNC and maxerror_us < MAXERROR_UNSYNCED_US
 
 
+_libc: ctypes.CDLL | None = None
+
+
 def kernel_synchronised() -> bool | None:
     """The kernel's view via a read-only adjtimex(2); None where it cannot be asked."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    global _libc
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        if _libc is None:
+            # find_library runs ldconfig: once, not on every check in the event loop.
+            _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         tx = _Timex()  # modes = 0: read only, needs no privilege
-        rc = libc.adjtimex(ctypes.byref(tx))
-    except (OSError, AttributeError):
+        rc = _libc.adjtimex(ctypes.byref(tx))
+    except (OSError, AttributeError, TypeError):
         return None
     if rc < 0:
         return None
@@ -143,7 +146,8 @@ class ClockWatch:
             newest = engine.newest_instant()
             # The clock behind what the hub saved: a boot without network time. What was
             # recorded before the start is in true time and must not move with a step.
-            self.since = now if newest is None else max(now, newest)
+            # `since` is exclusive: what was recorded at the start itself is of this run.
+            self.since = newest if newest is not None and newest >= now else now - 1e-3
             if newest is not None and now < newest - self.STEP_S and self._sync is not None:
                 out += engine.clock_sync(False, now, reason="behind_saved_state",
                                          behind_s=round(newest - now))

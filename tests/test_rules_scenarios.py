@@ -436,3 +436,37 @@ def test_the_example_config_chooses_the_bed_exit_behaviour_deliberately() -> Non
     text = (Path(__file__).parent.parent / "docs/example-config/rules.toml").read_text()
     section = text.split("[[bed_exit]]")[1].split("\n[")[0]
     assert "\nrequire_in_bed = " in section
+
+
+def test_a_forward_clock_step_does_not_make_every_device_look_silent() -> None:
+    clock = ManualClock(at("2026-11-26 10:00"))
+    w = Watched(RulesConfig(), clock)
+    w.step()
+    for dev in DEVICES:
+        w.home.report(dev, clock.now())
+    w.run_for(5 * 60)
+    clock.step(3600)  # the clock was an hour slow
+    w.run_for(60)
+    assert w.home.of("device_silent") == []
+    w.run_for(25 * 60)  # 30 real minutes after the last heartbeat (default limit)
+    assert len(w.home.of("device_silent", "raised")) == len(DEVICES)
+
+
+def test_with_the_clock_behind_the_saved_state_a_fresh_report_is_still_news(
+        tmp_path: Path) -> None:
+    path = tmp_path / "rules_state.json"
+    h = Home(bed_rule(require_in_bed=False))
+    h.report("bed-1", at("2026-11-25 22:00"), occupancy=1)
+    h.report("bed-1", at("2026-11-26 03:00"), occupancy=0)
+    RuleStateStore(path).save(h.engine)
+    clock = ManualClock(at("2026-11-26 02:30"), synced=False)
+    w = Watched(bed_rule(require_in_bed=False), clock)
+    RuleStateStore(path).load_into(w.home.engine)
+    w.step()
+    w.run_for(60)
+    # Back in bed, reported with the (wrong) clock's time, which is before the saved "out".
+    w.home.report("bed-1", clock.now(), occupancy=1)
+    clock.step(at("2026-11-26 03:45") - clock.now())
+    clock.synced = True
+    w.run_for(3600)
+    assert w.home.of("bed_exit") == []
