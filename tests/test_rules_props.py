@@ -1,5 +1,6 @@
-"""Property tests: for random event sequences and times, bed exit and wandering raise an alarm
-if and only if the stated condition holds, exactly once, at the right time, and clear right.
+"""Property tests: for random event sequences and times, bed exit, wandering and inactivity
+raise an alarm if and only if the stated condition holds, exactly once, at the right time,
+and clear right.
 
 The oracles below restate the rules from the issue in a different form (whole-history
 interval arithmetic on instants, with local time taken from `datetime` in the site's zone),
@@ -21,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from hub.decode import Report
 from hub.rules import RuleEngine
-from hub.rules.settings import BedExitRule, RulesConfig, SilentRule, WanderingRule
+from hub.rules.settings import BedExitRule, InactivityRule, RulesConfig, SilentRule, WanderingRule
 from hub.rules.windows import parse_window
 from tests.test_rules import DEVICES, counter_ids
 
@@ -146,6 +147,34 @@ def wandering_oracle(o: Oracle, events: list[tuple[float, str, int]], end: float
     return out
 
 
+def inactivity_oracle(o: Oracle, calls: list[tuple[str, float, str, int]], hours: float
+                      ) -> Expected:
+    """Walks the engine's calls in order ("event" or "tick"). Activity: motion, or a door or
+    bed value different from that device's previous one. Quiet time at a tick: from the
+    later of the latest activity (or, with none yet, the engine's first call) and the start of
+    the night; one alarm per quiet spell, cleared by the next activity."""
+    out: Expected = []
+    first = calls[0][1] if calls else 0.0
+    prev: dict[str, int] = {}
+    last: float | None = None
+    active = False
+    for what, t, dev, v in calls:
+        if what == "event":
+            act = v == 1 if dev == "pir-hall" else prev.get(dev) != v
+            prev[dev] = v
+            if act and (last is None or t > last):
+                last = t
+                if active:
+                    out.append(("cleared", t))
+                    active = False
+        elif not active and o.in_window(t):
+            quiet_from = max(first if last is None else last, o.window_start_of(t))
+            if t - quiet_from >= hours * 3600:
+                out.append(("raised", t))
+                active = True
+    return out
+
+
 class Night(RuleBasedStateMachine):
     """One home, random sensor events between ticks; both rules checked against oracles."""
 
@@ -153,9 +182,11 @@ class Night(RuleBasedStateMachine):
 
     @initialize(n_bed=st.sampled_from([5, 15, 30, 90]), n_door=st.sampled_from([0, 5, 10, 25]),
                 need_bed=st.booleans(), bed_need_bed=st.booleans(),
+                quiet_h=st.sampled_from([0.5, 1.0, 2.0]),
                 day=st.sampled_from(sorted(STARTS)), start_cells=st.integers(0, 287))
-    def setup(self, n_bed: int, n_door: int, need_bed: bool, bed_need_bed: bool, day: str,
-              start_cells: int) -> None:
+    def setup(self, n_bed: int, n_door: int, need_bed: bool, bed_need_bed: bool,
+              quiet_h: float, day: str, start_cells: int) -> None:
+        self.quiet_h = quiet_h
         self.n_bed, self.n_door, self.need_bed = n_bed, n_door, need_bed
         self.bed_need_bed = bed_need_bed
         self.oracle = Oracle(self.TZ, STARTS[day])
@@ -166,13 +197,15 @@ class Night(RuleBasedStateMachine):
             # its wait are scenario tests in test_rules_scenarios.py).
             wandering=(WanderingRule("door", "door-1", window, n_door, inside=("pir-hall",),
                                      bed="bed-1", require_in_bed=need_bed, pir_holdoff_s=0),),
+            inactivity=(InactivityRule("quiet", window, quiet_h),),
             silent=QUIET,
         )
         self.engine = RuleEngine("p", self.TZ, counter_ids(), devices=DEVICES, settings=cfg)
         self.now = STARTS[day] + start_cells * GRID  # start anywhere in the day
         self.k = 0  # events within the current grid cell
         self.events: list[tuple[float, str, int]] = []
-        self.got: dict[str, Expected] = {"bed_exit": [], "wandering": []}
+        self.got: dict[str, Expected] = {"bed_exit": [], "wandering": [], "inactivity": []}
+        self.calls: list[tuple[str, float, str, int]] = []  # in the order the engine saw them
 
     def _collect(self, outs: list) -> None:  # type: ignore[type-arg]
         for o in outs:
@@ -187,12 +220,14 @@ class Night(RuleBasedStateMachine):
         self.k += 1
         t = self.now + 10 * self.k + 100  # strictly between two grid ticks
         self.events.append((t, dev, next(iter(values.values()))))
+        self.calls.append(("event", t, dev, next(iter(values.values()))))
         self._collect(self.engine.on_report(Report(DEVICES[dev], t, -60, values, None), t))
 
     @rule(cells=st.integers(1, 30))
     def wait(self, cells: int) -> None:
         for _ in range(cells):
             self.now += GRID
+            self.calls.append(("tick", self.now, "", 0))
             self._collect(self.engine.tick(self.now))
         self.k = 0
 
@@ -219,6 +254,8 @@ class Night(RuleBasedStateMachine):
                                                        self.n_bed, self.bed_need_bed)
         assert self.got["wandering"] == wandering_oracle(self.oracle, self.events, self.now,
                                                          self.n_door, self.need_bed)
+        assert self.got["inactivity"] == inactivity_oracle(self.oracle, self.calls,
+                                                           self.quiet_h)
 
 
 class OsloNight(Night):
