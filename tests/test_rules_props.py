@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
@@ -268,3 +268,82 @@ Night.TestCase.settings = SETTINGS
 OsloNight.TestCase.settings = SETTINGS
 TestNight = Night.TestCase
 TestOsloNight = OsloNight.TestCase
+
+
+# -- wandering with a real PIR's hold-off --------------------------------------------------
+
+HOLDOFF = 300  # firmware/pir.py HOLDOFF_S
+NIGHT_STARTS = [datetime(2026, m, d, 22, 0, tzinfo=OSLO).timestamp()
+                for m, d in ((11, 25), (3, 28), (10, 24))]
+
+
+def _wandering_home() -> RuleEngine:
+    cfg = RulesConfig(wandering=(WanderingRule("door", "door-1", parse_window("22:00-06:00"),
+                                               10, inside=("pir-hall",)),), silent=QUIET)
+    return RuleEngine("p", OSLO, counter_ids(), devices=DEVICES, settings=cfg)
+
+
+def _drive(engine: RuleEngine, events: list[tuple[float, str, int]], end: float
+           ) -> list[tuple[str, float]]:
+    """Events in time order with a tick every 10 s in between, as the hub would."""
+    got: list[tuple[str, float]] = []
+    queue = sorted(events)
+    t = 10 * ((queue[0][0] - 10) // 10)  # ticks on the 10 s grid
+    while t <= end:
+        while queue and queue[0][0] <= t:
+            et, dev, v = queue.pop(0)
+            key = {"door-1": "door", "pir-hall": "motion"}[dev]
+            outs = engine.on_report(Report(DEVICES[dev], et, -60, {key: v}, None), et)
+            got += [(o.payload["state"], et) for o in outs if o.payload["type"] == "wandering"]
+        got += [(o.payload["state"], t) for o in engine.tick(t)
+                if o.payload["type"] == "wandering"]
+        t += 10
+    return got
+
+
+@settings(max_examples=100, deadline=None)
+@given(night=st.sampled_from(NIGHT_STARTS), after_min=st.integers(0, 7 * 60),
+       back_s=st.integers(0, 1200), close_s=st.integers(1, 30))
+def test_resident_back_in_the_hall_with_a_holdoff_pir(night: float, after_min: int,
+                                                      back_s: int, close_s: int) -> None:
+    """He goes out without passing the sensor, comes back `back_s` after the door opened,
+    triggers the hall PIR while the door is still open, shuts it and keeps moving in the hall
+    (the PIR reports motion again at the end of its hold-off). An alarm comes if and only if
+    he was not back by the deadline (10 minutes), and is then cleared."""
+    opened = night + after_min * 60 + 0.5  # between the 10 s ticks
+    assume(Oracle(OSLO, 0).in_window(opened))  # the spring night is an hour shorter
+    due = opened + 600
+    assume(abs(opened + back_s - due) > 20)
+    events = [(opened, "door-1", 1), (opened + 1, "door-1", 0),  # out; door shut behind
+              (opened + back_s + 2, "door-1", 1), (opened + back_s + 3, "pir-hall", 1),
+              (opened + back_s + 3 + close_s, "door-1", 0),
+              (opened + back_s + 3 + HOLDOFF, "pir-hall", 1)]
+    got = _drive(_wandering_home(), events, opened + back_s + 3 + HOLDOFF + 600)
+    if opened + back_s + 3 < due:
+        assert got == []
+    else:
+        first_tick = 10 * -(-due // 10)
+        assert got == [("raised", first_tick), ("cleared", opened + back_s + 3 + HOLDOFF)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(night=st.sampled_from(NIGHT_STARTS), after_min=st.integers(0, 7 * 60),
+       walk_s=st.integers(1, 60), close_s=st.integers(1, 30), n_min=st.sampled_from([3, 5, 10]))
+def test_resident_leaving_past_a_holdoff_pir_is_alarmed_at_most_its_holdoff_late(
+        night: float, after_min: int, walk_s: int, close_s: int, n_min: int) -> None:
+    """He walks past the hall PIR, opens the door and shuts it behind him. The sensor reports
+    "clear" at the end of its hold-off. Alarm at the deadline, or when the sensor can see
+    again if that is later: never "back"."""
+    cfg = RulesConfig(wandering=(WanderingRule("door", "door-1", parse_window("22:00-06:00"),
+                                               n_min, inside=("pir-hall",)),), silent=QUIET)
+    engine = RuleEngine("p", OSLO, counter_ids(), devices=DEVICES, settings=cfg)
+    opened = night + after_min * 60 + 0.5
+    assume(Oracle(OSLO, 0).in_window(opened))  # the spring night is an hour shorter
+    motion = opened - walk_s
+    events = [(motion, "pir-hall", 1), (opened, "door-1", 1),
+              (opened + close_s, "door-1", 0), (motion + HOLDOFF, "pir-hall", 0)]
+    got = _drive(engine, events, opened + 3600)
+    expect = max(opened + n_min * 60, motion + HOLDOFF)
+    first_tick = 10 * -(-expect // 10)
+    assert got == [("raised", first_tick)]
+    assert first_tick - (opened + n_min * 60) <= HOLDOFF + 10
