@@ -176,3 +176,56 @@ def test_a_backward_clock_step_does_not_delay_a_running_bed_exit_in_the_hub(
     finally:
         centre.stop()
         air.close()
+
+
+def test_a_new_hub_at_1500_sends_no_early_inactivity_alarm_and_says_its_clock_is_unsynced(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    """Counted at the response centre: a hub installed at 15:00 (no history, no network time)
+    sends the technical alarm for its clock after ten minutes, and no inactivity alarm until
+    the rule's quiet time (15 minutes here) has passed since it started."""
+    d = tmp_path / "etc"
+    write_config_dir(d, broker.port, rules='[[inactivity]]\nname = "day"\n'
+                     'window = "08:00-22:00"\nhours = 0.25\n')
+    air = Air(d / "air.sock")
+    centre = ResponseCentre("127.0.0.1", broker.port, site=SITE).start()
+    clock = ManualClock(at("2026-11-26 15:00"), synced=False)
+    seen: list[dict[str, Any]] = []
+
+    def of(type_: str) -> list[dict[str, Any]]:
+        while True:
+            try:
+                seen.append(centre.get(timeout=0.01))
+            except queue.Empty:
+                break
+        return [m for m in seen if m["type"] == type_]
+
+    async def main() -> None:
+        hub = Hub(keys.attach(config.load(d)), clock=clock)
+        stop = asyncio.Event()
+        task = asyncio.create_task(hub.run(stop))
+        try:
+            await asyncio.to_thread(air.wait_for_listener)
+            await asyncio.sleep(1.5)  # the first ticks: an old hub raised inactivity here
+            clock.t = at("2026-11-26 15:11")
+            await wait_for(lambda: of("clock_unsynchronised"))
+            assert [(m["kind"], m["state"], m["reason"]) for m in of("clock_unsynchronised")] \
+                == [("technical_alarm", "raised", "not_synchronised")]
+            assert of("inactivity") == []
+            clock.t = at("2026-11-26 15:14:50")
+            await asyncio.sleep(1.5)
+            assert of("inactivity") == []
+            clock.t = at("2026-11-26 15:15")
+            await wait_for(lambda: of("inactivity"))
+            await wait_for(lambda: hub.outbox.stats().depth == 0)
+            await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        centre.stop()
+        air.close()
+    alarm = of("inactivity")[0]
+    assert datetime.fromisoformat(alarm["time"]).astimezone(OSLO).strftime("%H:%M") == "15:15"
