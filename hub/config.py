@@ -195,12 +195,16 @@ def _read(path: Path) -> tuple[dict[str, Any], _Sources, Path]:
         raw = parse(file)
         whole = next((s[:-1] for s in sections if s.endswith("*")), None)
         if whole:
+            problems += _misplaced(file, name, whole, raw)
             merged[whole] = raw
             continue
         for key, value in raw.items():
             if key not in sections:
-                problems.append(f"{file}: {key}: does not belong in {name} (put it in "
-                                f"{_home_of(key)})")
+                line = Locator(file.read_text()).line(key)
+                home = _home_of(key)
+                what = (f"does not belong in {name} (put it in {home})" if home else
+                        "unknown section" + _did_you_mean(key, sections))
+                problems.append(f"{file}{f':{line}' if line else ''}: {key}: {what}")
             elif key in merged:
                 problems.append(f"{file}: {key}: already given in another file")
             else:
@@ -210,11 +214,43 @@ def _read(path: Path) -> tuple[dict[str, Any], _Sources, Path]:
     return merged, sources, path / "site.toml"
 
 
-def _home_of(section: str) -> str:
+_RETENTION_KEYS = ("events_days", "audit_days")
+
+
+def _home_of(section: str) -> str | None:
+    """The file of a config directory that holds `section`; None if none does."""
     for name, sections in DIR_FILES.items():
         if section in sections or f"{section}*" in sections:
             return name
-    return "no file: it is not a setting"
+    if section in RULE_SECTIONS:
+        return "rules.toml"
+    if section in _RETENTION_KEYS:
+        return "retention.toml"
+    return None
+
+
+def _did_you_mean(key: str, sections: tuple[str, ...]) -> str:
+    import difflib
+
+    m = difflib.get_close_matches(key, sorted(sections), n=1, cutoff=0.75)
+    return f" (did you mean {m[0]!r}?)" if m else ""
+
+
+def _misplaced(file: Path, name: str, whole: str, raw: dict[str, Any]) -> list[str]:
+    """A file that is one section (rules.toml, retention.toml) holding another file's
+    section: name the file it belongs in (and take it out, so it is not also "unknown")."""
+    own = set(RULE_SECTIONS) if whole == "rules" else set(_RETENTION_KEYS)
+    loc = Locator(file.read_text())
+    problems = []
+    for key in [k for k in raw if k not in own]:
+        home = _home_of(key)
+        if home is not None and home != name:
+            line = loc.line(key)
+            problems.append(f"{file}:{line}: {key}: does not belong in {name} (put it in {home})"
+                            if line else f"{file}: {key}: does not belong in {name} (put it in"
+                            f" {home})")
+            del raw[key]
+    return problems
 
 
 def load(path: str | Path) -> HubConfig:

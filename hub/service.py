@@ -11,7 +11,7 @@ from typing import Any
 
 from hub import home_assistant, keys
 from hub.acks import AckSender, AckSettings, AckStore
-from hub.clock import Clock, SystemClock, iso
+from hub.clock import Clock, ClockWatch, SystemClock, iso
 from hub.config import Device, HubConfig
 from hub.counters import CounterStore
 from hub.decode import AdvertDecoder, Report
@@ -65,6 +65,7 @@ class Hub:
         self.rules = RuleEngine(cfg.site, cfg.timezone, devices=cfg.devices, settings=cfg.rules)
         self.rule_store = RuleStateStore(cfg.data_dir / "rules_state.json")
         self.rule_store.load_into(self.rules)  # pending timers resume where they were
+        self.clock_watch = ClockWatch(self.clock)  # steps and sync status (docs/ADMIN.md)
         self.outbox = Outbox(
             cfg.data_dir / "outbox.sqlite", budget_bytes=int(cfg.mqtt.outbox_budget_mb * 1e6)
         )
@@ -151,7 +152,9 @@ class Hub:
         engine fires those that are due at the injected clock's now."""
         while True:
             try:
-                self._dispatch(self.rules.tick(self.clock.now()))
+                now = self.clock.now()
+                outs = self.clock_watch.check(self.rules, now)  # before the timers
+                self._dispatch(outs + self.rules.tick(now))
             except Exception:
                 log.exception("rule tick failed")
             await asyncio.sleep(1.0)

@@ -70,6 +70,8 @@ TYPES = {
     "radio_deaf": (DTY_LOCAL_UNIT, STC_SUPERVISION_MISSING, STC_SUPERVISION_RESTORED),
     "power_failure": (DTY_LOCAL_UNIT, STC_POWER_FAILURE, STC_POWER_RESTORED),
     "link_down": (DTY_LINK_MONITOR, STC_SUPERVISION_MISSING, STC_SUPERVISION_RESTORED),
+    # the hub's clock is not synchronised: alarm times and timers cannot be trusted
+    "clock_unsynchronised": (DTY_LOCAL_UNIT, STC_SUPERVISION_MISSING, STC_SUPERVISION_RESTORED),
     # the hub's own retained online/offline state (mqtt_schema.hub_state)
     "hub_offline": (DTY_LOCAL_UNIT, STC_SUPERVISION_MISSING, STC_SUPERVISION_RESTORED),
     "hub_online": (DTY_LOCAL_UNIT, STC_SUPERVISION_RESTORED, STC_SUPERVISION_RESTORED),

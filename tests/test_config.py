@@ -346,3 +346,46 @@ def test_rule_at_the_top_of_a_single_file_says_where_it_belongs(tmp_path: Path) 
     p = one_problem(f)
     assert p.startswith(f"{f}:{line_of(f, '[[bed_exit]]')}: bed_exit: a rule: in a single file")
     assert "[[rules.bed_exit]]" in p
+
+
+@pytest.mark.parametrize("section, text, home", [
+    ("mqtt", "\n[mqtt]\nport = 1884\n", "site.toml"),
+    ("device", '\n[[device]]\nid = "pir-2"\nrole = "pir"\n', "devices.toml"),
+    ("route", '\n[[route]]\nreceiver = "relatives"\n', "routing.toml"),
+    ("site", '\n[site]\nid = "home-8"\n', "site.toml"),
+])
+def test_another_files_section_in_rules_toml_names_its_file(tmp_path: Path, section: str,
+                                                             text: str, home: str) -> None:
+    d = make_dir(tmp_path, rules_toml=RULES + text)
+    line = len(RULES.splitlines()) + 2
+    assert one_problem(d) == (f"{d / 'rules.toml'}:{line}: {section}: does not belong in"
+                              f" rules.toml (put it in {home})")
+
+
+def test_a_rule_in_site_toml_names_rules_toml(tmp_path: Path) -> None:
+    d = make_dir(tmp_path, site_toml=SITE + "\n[button]\ncancel_window_s = 10\n")
+    line = len(SITE.splitlines()) + 2
+    assert one_problem(d) == (f"{d / 'site.toml'}:{line}: button: does not belong in site.toml"
+                              " (put it in rules.toml)")
+
+
+def test_a_rule_in_retention_toml_and_a_misspelt_section(tmp_path: Path) -> None:
+    d = make_dir(tmp_path, retention_toml='events_days = 14\n\n[[bed_exit]]\nbed = "bed-1"\n',
+                 site_toml=SITE + '\n[radoi]\nkind = "virtual"\n')
+    ps = problems_of(d)
+    assert f"{d / 'retention.toml'}:3: bed_exit: does not belong in retention.toml (put it in" \
+        " rules.toml)" in ps
+    assert f"{d / 'site.toml'}:{len(SITE.splitlines()) + 2}: radoi: unknown section (did you" \
+        " mean 'radio'?)" in ps
+    assert not any("no file" in p for p in ps)
+
+
+def test_bed_exit_require_in_bed_and_wandering_pir_holdoff_are_read(tmp_path: Path) -> None:
+    rules = RULES.replace("return_min = 30", "return_min = 30\nrequire_in_bed = true").replace(
+        'inside = ["pir-hall"]', 'inside = ["pir-hall"]\npir_holdoff_s = 120')
+    cfg = config.load(make_dir(tmp_path, rules_toml=rules))
+    assert cfg.rules.bed_exit[0].require_in_bed is True
+    assert cfg.rules.wandering[0].pir_holdoff_s == 120
+    bad = make_dir(tmp_path, rules_toml=rules.replace("require_in_bed = true",
+                                                      'require_in_bed = "yes"'))
+    assert "bed_exit[0].require_in_bed: expected bool" in one_problem(bad)

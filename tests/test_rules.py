@@ -291,7 +291,8 @@ def test_wandering_door_opened_and_resident_comes_back_in_no_alarm() -> None:
     h.report("door-1", at("2026-11-26 23:00"), door=1)
     h.report("pir-hall", at("2026-11-26 23:01"), motion=1)  # door still open: not proof
     h.report("door-1", at("2026-11-26 23:03"), door=0)
-    h.report("pir-hall", at("2026-11-26 23:04"), motion=1)
+    # The PIR reports nothing new during its 300 s hold-off; at its end, motion again.
+    h.report("pir-hall", at("2026-11-26 23:06:05"), motion=1)
     h.run(at("2026-11-26 23:00"), at("2026-11-27 00:00"))
     assert h.of("wandering") == []
 

@@ -117,3 +117,103 @@ def test_pending_bed_exit_fires_at_its_time_after_a_hub_restart(tmp_path: Path,
     finally:
         centre.stop()
         air.close()
+
+
+class Centre:
+    """What the response centre has received, by type."""
+
+    def __init__(self, centre: ResponseCentre) -> None:
+        self.centre = centre
+        self.seen: list[dict[str, Any]] = []
+
+    def of(self, type_: str) -> list[dict[str, Any]]:
+        while True:
+            try:
+                self.seen.append(self.centre.get(timeout=0.01))
+            except queue.Empty:
+                break
+        return [m for m in self.seen if m["type"] == type_]
+
+
+def run_hub(d: Path, port: int, clock: ManualClock, body: Any) -> None:
+    """One run of the hub on an injected clock, with a response centre on the broker."""
+    air = Air(d / "air.sock")
+    centre = ResponseCentre("127.0.0.1", port, site=SITE).start()
+
+    async def main() -> None:
+        hub = Hub(keys.attach(config.load(d)), clock=clock)
+        stop = asyncio.Event()
+        task = asyncio.create_task(hub.run(stop))
+        try:
+            await asyncio.to_thread(air.wait_for_listener)
+            await body(hub, air, Centre(centre))
+            await wait_for(lambda: hub.outbox.stats().depth == 0)
+            await asyncio.sleep(0.2)  # see the note in the test above
+        finally:
+            stop.set()
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        centre.stop()
+        air.close()
+
+
+def local_hhmm(msg: dict[str, Any]) -> str:
+    return datetime.fromisoformat(msg["time"]).astimezone(OSLO).strftime("%H:%M")
+
+
+def test_a_backward_clock_step_does_not_delay_a_running_bed_exit_in_the_hub(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    """The running hub (its tick loop, ClockWatch) against NTP stepping the clock 40 minutes
+    back: the alarm still comes 30 real minutes after she left, at 02:50 on the new clock."""
+    d = tmp_path / "etc"
+    write_config_dir(d, broker.port)
+    clock = ManualClock(at("2026-11-26 02:55"))
+
+    async def body(hub: Hub, air: Air, centre: Centre) -> None:
+        bed_advert(air, 1, 1)
+        clock.t = at("2026-11-26 03:00")
+        bed_advert(air, 2, 0)  # out of bed at 03:00
+        await wait_for(lambda: hub.rules.state.get("bed_exit:bed-1", {}).get("in_bed") is False)
+        clock.t = at("2026-11-26 03:10")
+        await asyncio.sleep(1.5)
+        clock.step(-40 * 60)  # 03:10 -> 02:30
+        await wait_for(lambda: hub.clock_watch.steps == [-2400])
+        clock.t = at("2026-11-26 02:49:50")
+        await asyncio.sleep(1.5)
+        assert centre.of("bed_exit") == []
+        clock.t = at("2026-11-26 02:50")
+        [alarm] = await wait_for(lambda: centre.of("bed_exit"))
+        assert (alarm["state"], alarm["minutes_out"], local_hhmm(alarm)) == ("raised", 30,
+                                                                             "02:50")
+
+    run_hub(d, broker.port, clock, body)
+
+
+def test_a_new_hub_at_1500_sends_no_early_inactivity_alarm_and_says_its_clock_is_unsynced(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    """Counted at the response centre: a hub installed at 15:00 (no history, no network time)
+    sends the technical alarm for its clock after ten minutes, and no inactivity alarm until
+    the rule's quiet time (15 minutes here) has passed since it started."""
+    d = tmp_path / "etc"
+    write_config_dir(d, broker.port, rules='[[inactivity]]\nname = "day"\n'
+                     'window = "08:00-22:00"\nhours = 0.25\n')
+    clock = ManualClock(at("2026-11-26 15:00"), synced=False)
+
+    async def body(hub: Hub, air: Air, centre: Centre) -> None:
+        await asyncio.sleep(1.5)  # the first ticks: an old hub raised inactivity here
+        clock.t = at("2026-11-26 15:11")
+        [tech] = await wait_for(lambda: centre.of("clock_unsynchronised"))
+        assert (tech["kind"], tech["state"], tech["reason"]) == ("technical_alarm", "raised",
+                                                                 "not_synchronised")
+        assert centre.of("inactivity") == []
+        clock.t = at("2026-11-26 15:14:50")
+        await asyncio.sleep(1.5)
+        assert centre.of("inactivity") == []
+        clock.t = at("2026-11-26 15:15")
+        [alarm] = await wait_for(lambda: centre.of("inactivity"))
+        assert local_hhmm(alarm) == "15:15"
+
+    run_hub(d, broker.port, clock, body)

@@ -88,6 +88,14 @@ class AlarmBook:
                       if a["expires_at"] is not None and now >= a["expires_at"]]:
             del self.active[cause]
 
+    def shift(self, delta: float, since: float) -> None:
+        """The wall clock stepped (RuleEngine.clock_stepped): instants move with it."""
+        for a in self.active.values():
+            for k in ("raised_at", "acknowledged_at", "expires_at"):
+                v = a.get(k)
+                if v is not None and v > since:
+                    a[k] = v + delta
+
     def event(self, type_: str, device: str | None, now: float,
               priority: int = mqtt_schema.PRIORITY_INFO, kind: str = "event",
               **fields: Any) -> list[Outgoing]:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from hub.clock import iso
-from hub.rules.alarms import CARE, AlarmBook
-from hub.rules.base import Ctx, Rule, State
-from hub.rules.care import BedExit, Inactivity, Wandering
+from hub.rules.alarms import CARE, TECHNICAL, AlarmBook
+from hub.rules.base import Ctx, Rule, State, event_time, is_late
+from hub.rules.care import Activity, BedExit, Inactivity, Wandering
 from hub.rules.outgoing import Outgoing, new_id
 from hub.rules.settings import RulesConfig
 from hub.rules.technical import Battery, Charging, Immediate, Silent
@@ -25,10 +25,11 @@ if TYPE_CHECKING:
     from hub.decode import Report
 
 STATE_VERSION = 1
+CLOCK_CAUSE = "clock_unsynchronised"
 
 
 def build_rules(cfg: RulesConfig) -> list[Rule]:
-    rules: list[Rule] = [Immediate(cfg.button, cfg.fall)]
+    rules: list[Rule] = [Immediate(cfg.button, cfg.fall), Activity()]
     rules += [BedExit(r) for r in cfg.bed_exit]
     rules += [Wandering(r) for r in cfg.wandering]
     rules += [Inactivity(r) for r in cfg.inactivity]
@@ -60,17 +61,25 @@ class RuleEngine:
 
     @property
     def ctx(self) -> Ctx:
-        return Ctx(self.book, self.tz, self.devices)
+        return Ctx(self.book, self.tz, self.devices, self.state.setdefault(Activity.key, {}))
 
     def _st(self, rule: Rule) -> State:
         return self.state.setdefault(rule.key, {})
 
     def on_report(self, report: Report, now: float) -> list[Outgoing]:
         dev = report.device.id
-        prev = self.last_values.get(dev, {})
-        changed = {k: v for k, v in report.values.items() if prev.get(k) != v}
-        self.last_values[dev] = {**prev, **report.values}
-        self.seen[dev] = [now, float(report.rssi)]
+        t = event_time(report, now)
+        newest = self.seen.get(dev)
+        if newest is not None and is_late(t, newest[0], now):
+            # Older than what this device already told us: its values are history, not the
+            # current state, and a state it repeats is no change. Each rule decides what a
+            # late report still means (a press is still a press).
+            changed: dict[str, int] = {}
+        else:
+            prev = self.last_values.get(dev, {})
+            changed = {k: v for k, v in report.values.items() if prev.get(k) != v}
+            self.last_values[dev] = {**prev, **report.values}
+            self.seen[dev] = [t, float(report.rssi)]
         ctx = self.ctx
         out: list[Outgoing] = []
         for rule in self.rules:
@@ -89,6 +98,37 @@ class RuleEngine:
         if out or len(self.book.active) != before:
             self.changed = True
         return out
+
+    # -- the clock (hub/clock.py ClockWatch tells the engine) -------------------------------
+    def clock_stepped(self, delta: float, since: float, now: float) -> list[Outgoing]:
+        """The wall clock jumped by `delta` seconds (NTP stepped it). Instants recorded
+        after `since` (the start of the current time base) move with it, so "out of bed for
+        10 minutes" is still 10 minutes and a deadline still lies as far ahead as it did;
+        windows are evaluated on the new wall time."""
+        for rule in self.rules:
+            rule.shift(self._st(rule), delta, since)
+        self.book.shift(delta, since)
+        for seen in self.seen.values():
+            if seen[0] > since:
+                seen[0] += delta
+        self.changed = True
+        # An event (the local log; routable): what reaches the centre is clock_unsynchronised.
+        return self.book.event("clock_stepped", None, now, step_s=round(delta, 3))
+
+    def clock_sync(self, synchronised: bool, now: float, **fields: Any) -> list[Outgoing]:
+        """Raise (once) or clear the hub's technical alarm for a clock not synchronised."""
+        if synchronised:
+            out = self.book.clear(CLOCK_CAUSE, now, "synchronised")
+        else:
+            out = self.book.raise_(CLOCK_CAUSE, TECHNICAL, "clock_unsynchronised", None,
+                                   mqtt_schema.PRIORITY_TECHNICAL, now, **fields)
+        self.changed |= bool(out)
+        return out
+
+    def newest_instant(self) -> float | None:
+        """The latest report time the state holds (the clock should not be behind it)."""
+        times = [s[0] for s in self.seen.values()]
+        return max(times) if times else None
 
     # -- commands (admin CLI, response centre) ---------------------------------------------
     def acknowledge(self, alarm_id: str, now: float, by: str) -> list[Outgoing]:

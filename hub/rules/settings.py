@@ -35,6 +35,10 @@ class BedExitRule:
     bed: str
     window: Window
     return_min: int = 30
+    # False: any time out of bed inside the window counts (from the window opening if she is
+    # already up). True: armed only by leaving the bed inside the window (a late bedtime is
+    # not an alarm; someone who never goes to bed is not watched by this rule).
+    require_in_bed: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class WanderingRule:
     bed: str | None = None  # getting into this bed also counts as back
     require_in_bed: bool = False  # armed only once the resident was in bed in this window
     mute_max_min: int = 240
+    # The PIR firmware's hold-off (firmware/pir.py HOLDOFF_S): after reporting motion it
+    # reports nothing new for this long, then "motion" again (still moving) or "clear".
+    pir_holdoff_s: int = 300
 
 
 @dataclass(frozen=True)
@@ -196,19 +203,20 @@ def parse_rules(raw: dict[str, Any], r: Reader, prefix: str, devices: Mapping[st
     bed_exit: list[BedExitRule] = []
     for i, t in enumerate(r.tables(raw, prefix, "bed_exit")):
         where = p(f"bed_exit[{i}]")
-        r.unknown(t, where, {"name", "bed", "window", "days", "return_min"})
+        r.unknown(t, where, {"name", "bed", "window", "days", "return_min", "require_in_bed"})
         bed = device_ref(t, where, "bed", ("bed",))
         w = window(t, where)
         ret = r.number(t, where, "return_min", 30, 1, 24 * 60)
+        armed_in_bed = r.get(t, where, "require_in_bed", bool, False)
         if bed and w:
             name = unique(bed_exit, where, r.get(t, where, "name", str, bed))
-            bed_exit.append(BedExitRule(name, bed, w, ret))
+            bed_exit.append(BedExitRule(name, bed, w, ret, bool(armed_in_bed)))
 
     wandering: list[WanderingRule] = []
     for i, t in enumerate(r.tables(raw, prefix, "wandering")):
         where = p(f"wandering[{i}]")
         r.unknown(t, where, {"name", "door", "window", "days", "return_min", "inside", "bed",
-                             "require_in_bed", "mute_max_min"})
+                             "require_in_bed", "mute_max_min", "pir_holdoff_s"})
         door = device_ref(t, where, "door", ("door",))
         w = window(t, where)
         ret = r.number(t, where, "return_min", 10, 0, 24 * 60)
@@ -221,9 +229,11 @@ def parse_rules(raw: dict[str, Any], r: Reader, prefix: str, devices: Mapping[st
             r.error(f"{where}.inside", "name at least one motion sensor inside (or a bed) so the"
                     " hub can tell the resident came back")
         mute = r.number(t, where, "mute_max_min", 240, 1, 24 * 60)
+        holdoff = r.number(t, where, "pir_holdoff_s", 300, 0, 3600)
         if door and w:
             name = unique(wandering, where, r.get(t, where, "name", str, door))
-            wandering.append(WanderingRule(name, door, w, ret, inside, bed, need_bed, mute))
+            wandering.append(WanderingRule(name, door, w, ret, inside, bed, need_bed, mute,
+                                           holdoff))
 
     inactivity: list[InactivityRule] = []
     for i, t in enumerate(r.tables(raw, prefix, "inactivity")):

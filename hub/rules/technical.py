@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from hub.clock import iso
 from hub.rules.alarms import CARE, TECHNICAL
-from hub.rules.base import Ctx, State
+from hub.rules.base import Ctx, State, moved, shift_keys
 from hub.rules.outgoing import Outgoing
 from hub.rules.settings import CARRIED, BatteryRule, ButtonRule, ChargingRule, SilentRule
 from protocols import bthome, mqtt_schema
@@ -71,6 +71,9 @@ class Immediate:
 
     def tick(self, ctx: Ctx, st: State, now: float) -> list[Outgoing]:
         return []
+
+    def shift(self, st: State, delta: float, since: float) -> None:
+        pass  # no instants: the cancel window is the alarm book's expires_at
 
 
 class Battery:
@@ -149,6 +152,11 @@ class Battery:
                     out += ctx.book.remind(cause, now, battery=d.get("pct"))
                     break
         return out
+
+    def shift(self, st: State, delta: float, since: float) -> None:
+        for d in st.values():
+            shift_keys(d, ("last_warn",), delta, since)
+            d["samples"] = [[moved(t, delta, since), p] for t, p in d.get("samples", [])]
 
 
 class Charging:
@@ -232,6 +240,10 @@ class Charging:
                         room=ctx.devices[dev].room)
         return out
 
+    def shift(self, st: State, delta: float, since: float) -> None:
+        for d in st.values():
+            shift_keys(d, ("first_seen", "last_charged", "since"), delta, since)
+
 
 class Silent:
     """No advert for K heartbeat intervals -> technical alarm; cleared when it reports."""
@@ -266,4 +278,8 @@ class Silent:
         for dev in [k for k in st if k not in ctx.devices]:
             del st[dev]
         return out
+
+    def shift(self, st: State, delta: float, since: float) -> None:
+        for dev in st:
+            st[dev] = moved(st[dev], delta, since)
 
