@@ -21,6 +21,7 @@ except ImportError:  # CPython (tests): ticks do not wrap
         return a - b
 
 CANCEL_WINDOW_S = 30  # beeping, cancellable; the alarm leaves after it
+MAX_WINDOW_S = 120  # a config asking for longer is a mistake: the default is used instead
 POLL_MS = 50  # button poll period in the window
 BEEP_EVERY_MS = 2000  # the buzzer chirps this often while the window runs
 MARK_PATH = "fall.json"  # flash: a fall whose window was running
@@ -67,7 +68,11 @@ def after_fall(dev):
     cancelled (the cancelled fall has been reported)."""
     board = dev.board
     _mark()
-    window = dev.cfg.get("fall_cancel_window_s", CANCEL_WINDOW_S) * 1000
+    window = dev.cfg.get("fall_cancel_window_s", CANCEL_WINDOW_S)
+    if not isinstance(window, int) or not 0 <= window <= MAX_WINDOW_S:
+        board.log("fall_cancel_window_s %r invalid, using %d" % (window, CANCEL_WINDOW_S))
+        window = CANCEL_WINDOW_S
+    window *= 1000
     hold = dev.cfg.get("cancel_hold_ms", alarm.CANCEL_HOLD_MS)  # the one cancel gesture
     start = board.ticks_ms()
     last_beep = None

@@ -97,3 +97,11 @@ def test_power_loss_in_the_window_still_raises_the_alarm(dut: DutFactory) -> Non
     w.advance(2000)
     assert [v for _, v in events(w, "problem", distinct=True)] == [1]
     assert hub_sees(w) == [("alarm", "fall")]
+
+
+def test_invalid_window_in_the_config_falls_back_to_the_default(dut: DutFactory) -> None:
+    w = dut(device_config("wearable", fall_cancel_window_s=86400), battery_mv=LIPO_FULL)
+    w.advance(1000)
+    w.accel.feed(fall())
+    w.advance(DETECT_MS + 500 + WINDOW_MS)
+    assert [v for _, v in events(w, "problem", distinct=True)] == [1]
