@@ -286,6 +286,11 @@ def test_eval_tool_smoke(tmp_path, capsys):
     assert "low-impact falls      1 / 1  sensitivity 100.0 %" in text
     assert "  F10*      1         1  100.0 %       0       1" in text
     assert "== goals (cross-validated)" in text and "== fold stability" in text
+    # a held-out set: the defaults against the goals, nothing tuned
+    assert fall_eval.main([str(d), "--held-out"]) == 0
+    text = capsys.readouterr().out
+    assert "== goals (held-out set, firmware defaults)" in text and "fold" not in text
+    assert "  sensitivity, all falls           100.0 %   goal >= 98 %  met" in text
 
 
 def test_cross_validation_never_tunes_on_the_held_out_subject(monkeypatch):

@@ -1,6 +1,6 @@
 """Evaluate firmware/fall_detector.py on SisFall-format recordings.
 
-    python tools/fall_eval.py DIR [--no-cv] [--json]
+    python tools/fall_eval.py DIR [--no-cv | --held-out] [--json]
 
 DIR is searched recursively for files named like F05_SA01_R05.txt (fall) or
 D01_SA01_R01.txt (activity of daily living, ADL); the label comes from the
@@ -24,7 +24,9 @@ threshold tuning (`tune`) runs: for each subject, the thresholds are chosen on
 the other subjects only and the held-out subject's trials are scored with the
 real detector; the goal figures are those of the pooled held-out trials. The
 firmware defaults are the setting the folds chose most often (`consensus`), so
-no figure or default comes from tuning on the whole set at once.
+no figure or default comes from tuning on the whole set at once. With
+--held-out, DIR is a set kept outside all tuning: the firmware defaults are
+scored against the goals as they are, and nothing is tuned.
 
 Tuning is cheap because the detector runs once per run-forming parameter with
 its decision thresholds off and records every candidate's features
@@ -527,6 +529,12 @@ def goal_lines(s: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     ]
 
 
+def print_goals(s: dict[str, Any], title: str) -> None:
+    print("== goals (%s)" % title)
+    for name, got, goal, met in goal_lines(s):
+        print("  %-32s %-9s goal %-8s %s" % (name, got, goal, {True: "met", False: "NOT MET", None: "n/a"}[met]))
+
+
 def print_summary(s: dict[str, Any], title: str) -> None:
     print("== %s" % title)
     print("falls detected        %d / %d  sensitivity %s" % (s["falls_detected"], s["falls"], _pct(s["sensitivity"])))
@@ -597,6 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("dir", help="directory of SisFall-format recordings (searched recursively)")
     ap.add_argument("--no-cv", action="store_true", help="skip the leave-one-subject-out cross-validation")
     ap.add_argument("--cv", action="store_true", help=argparse.SUPPRESS)  # the default now
+    ap.add_argument("--held-out", action="store_true",
+                    help="DIR is a held-out set: score the firmware defaults against the goals, no tuning")
     ap.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = ap.parse_args(argv)
     trials = load_trials(args.dir)
@@ -607,7 +617,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [run_trial(t, {}, timing) for t in trials]
     out: dict[str, Any] = {"dir": args.dir, "params": dict(DEFAULTS), "recordings": len(trials),
                            "result": summarize(results), "resources": resources(timing)}
-    cv_ok = not args.no_cv and len({t.subject for t in trials}) >= 2
+    cv_ok = not args.no_cv and not args.held_out and len({t.subject for t in trials}) >= 2
+    if args.held_out:
+        out["goals"] = [dict(zip(("figure", "measured", "goal", "met"), g, strict=True))
+                        for g in goal_lines(out["result"])]
     if cv_ok:
         out["cv"] = cross_validate(trials)
         out["goals"] = [dict(zip(("figure", "measured", "goal", "met"), g, strict=True))
@@ -617,7 +630,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print("recordings: %d under %s; detector defaults: %s" % (
         len(trials), args.dir, ", ".join("%s=%g" % kv for kv in sorted(DEFAULTS.items()))))
-    print_summary(out["result"], "detector (firmware defaults, all recordings; defaults chosen by the folds)")
+    print_summary(out["result"], "detector (firmware defaults, all recordings%s)" % (
+        ", held-out set" if args.held_out else "; defaults chosen by the folds"))
+    if args.held_out:
+        print_goals(out["result"], "held-out set, firmware defaults")
     r = out["resources"]
     print("memory: ring of %d samples (%.1f s) x 3 axes + %d block summaries x 5, float32 = %d bytes" % (
         r["window_samples"], r["window_s"], r["posture_blocks"], r["ring_buffer_bytes"]))
@@ -627,9 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cv = out["cv"]
         print_summary(cv["pooled"], "cross-validation (%s, thresholds tuned on the other subjects, "
                       "pooled held-out trials)" % cv["scheme"])
-        print("== goals (cross-validated)")
-        for name, got, goal, met in goal_lines(cv["pooled"]):
-            print("  %-32s %-9s goal %-8s %s" % (name, got, goal, {True: "met", False: "NOT MET", None: "n/a"}[met]))
+        print_goals(cv["pooled"], "cross-validated")
         print("== fold stability")
         for key, title in (("fold_sensitivity", "sensitivity"), ("fold_specificity", "specificity")):
             sp = cv[key]
