@@ -38,3 +38,11 @@ def test_plain_cancel_still_clears_the_latest_alarm() -> None:
     h = Home(RulesConfig())
     advert(h, at("2026-11-26 10:00"), problem=1)
     assert advert(h, at("2026-11-26 10:00:20"), button=bthome.BUTTON_CANCEL) == [("alarm_cleared", "fall")]
+
+
+def test_with_the_cancel_gesture_switched_off_a_cancelled_fall_is_still_an_alarm() -> None:
+    from hub.rules.settings import ButtonRule
+
+    h = Home(RulesConfig(button=ButtonRule(cancel_event="")))
+    objs = dict((bthome.OBJECTS[oid][0], v) for oid, v in bthome.FALL_CANCELLED)
+    assert advert(h, at("2026-11-26 10:00"), **objs) == [("alarm", "fall")]
