@@ -407,3 +407,15 @@ def test_micropython_gives_same_events(tmp_path, rel):
     assert mp.stdout.split() == cp.stdout.split()
     assert mp.stdout.count("EV ") == 1
     assert ("EV posture " if "F10" in rel else "EV impact ") in mp.stdout
+
+
+@pytest.mark.slow
+def test_full_dev_evaluation_meets_the_goals(capsys):
+    # The whole dev set, leave-one-subject-out (about 5 s; `pytest -m slow`).
+    if not os.path.isdir(DEV):
+        pytest.skip("dev recordings not available")
+    assert fall_eval.main([DEV, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["recordings"] == 311
+    assert [g["figure"] for g in out["goals"] if not g["met"]] == []
+    assert out["cv"]["consensus"] == {k: fall_eval.DEFAULTS[k] for k in out["cv"]["consensus"]}
