@@ -327,6 +327,11 @@ def test_eval_tool_smoke(tmp_path, capsys):
     assert "low-impact falls      1 / 1  sensitivity 100.0 %" in text
     assert "  F10*      1         1  100.0 %       0       1" in text
     assert "== goals (cross-validated)" in text and "== fold stability" in text
+    # the tie-break rule chosen inside each fold, too
+    assert fall_eval.main([str(d), "--nested", "--json"]) == 0
+    nested = json.loads(capsys.readouterr().out)["nested"]
+    assert [f["subject"] for f in nested["folds"]] == ["SA01", "SE04"]
+    assert set(nested["rules_chosen"]) <= set(fall_eval.TIE_BREAKS)
     # a held-out set: the defaults against the goals, nothing tuned
     assert fall_eval.main([str(d), "--held-out"]) == 0
     text = capsys.readouterr().out
