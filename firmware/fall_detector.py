@@ -171,7 +171,8 @@ class FallDetector:
         self._ref = (0.0, 0.0, 1.0)  # first block mean of the run
         self._post_ok = False  # the run started after a fall-like transition
         self._post_feat = None
-        self._ev_n = -(1 << 30)  # sample of the last event (refractory)
+        self._ev_n = None  # sample of the last event (refractory)
+        self._pk_blk = 0  # blocks from the posture-before block to the peak block
         self.run_cand = None  # tuning (record=True): features of a new still run
         for j in range(7):
             self._bacc[j] = 0.0
@@ -413,7 +414,7 @@ class FallDetector:
         self._bz[i] = az
         self._head = (i + 1) % self.window
         if ev is not None:
-            if self._n - self._ev_n < self.n_refr:
+            if self._ev_n is not None and self._n - self._ev_n < self.n_refr:
                 ev = None  # the same fall, confirmed by the other path
             else:
                 self._ev_n = self._n
