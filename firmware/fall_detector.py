@@ -74,6 +74,40 @@ DEFAULTS = {
 BLOCK_S = 0.5  # posture-path block length
 
 
+# A window's moments: [count, sum x, y, z, sum x^2, y^2, z^2, origin x, y, z]. Sums are
+# taken relative to the window's first sample, which keeps a float32 variance accurate.
+def _add(w, x, y, z):
+    if w[0] == 0:
+        w[7] = x
+        w[8] = y
+        w[9] = z
+    x -= w[7]
+    y -= w[8]
+    z -= w[9]
+    w[0] += 1
+    w[1] += x
+    w[2] += y
+    w[3] += z
+    w[4] += x * x
+    w[5] += y * y
+    w[6] += z * z
+
+
+def _moments(w):
+    """(mean x, y, z, spread) of a window, and the window cleared for the next one."""
+    c = w[0]
+    mx = w[1] / c
+    my = w[2] / c
+    mz = w[3] / c
+    var = (w[4] / c - mx * mx) + (w[5] / c - my * my) + (w[6] / c - mz * mz)
+    mx += w[7]
+    my += w[8]
+    mz += w[9]
+    for j in range(7):
+        w[j] = 0.0
+    return mx, my, mz, (math.sqrt(var) if var > 0.0 else 0.0)
+
+
 class FallEvent:
     """A confirmed fall. `impact_ms` is the time of the largest |a| sample."""
 
@@ -134,8 +168,7 @@ class FallDetector:
         self._bx = array("f", [0.0] * self.window)
         self._by = array("f", [0.0] * self.window)
         self._bz = array("f", [0.0] * self.window)
-        self._acc = [0.0] * 7  # post window: count, sums, squared sums
-        self._org = (0.0, 0.0, 0.0)
+        self._acc = [0.0] * 10  # impact post window moments (_add)
         # Posture path: a ring of 0.5 s block summaries, long enough to reach
         # lag_s back from the second block of a still run.
         self.n_block = n(BLOCK_S)
@@ -155,8 +188,7 @@ class FallDetector:
         self._ks = array("f", [0.0] * k)   # block spread (RMS of the 3 axes)
         self._kp = array("f", [0.0] * k)   # block peak |a|^2
         self.buf_bytes += 5 * 4 * k
-        self._bacc = [0.0] * 7  # current block: count, sums, squared sums
-        self._borg = (0.0, 0.0, 0.0)
+        self._bacc = [0.0] * 10  # current block's moments (_add)
         self.record = False  # tuning: keep every still run's features (allocates)
         self.reset()
 
@@ -220,16 +252,7 @@ class FallDetector:
         self._last_n = self._n   # last impact sample
 
     def _decide(self, t_ms):
-        c, sx, sy, sz, sxx, syy, szz = self._acc
-        mx = sx / c
-        my = sy / c
-        mz = sz / c
-        var = (sxx / c - mx * mx) + (syy / c - my * my) + (szz / c - mz * mz)
-        ox, oy, oz = self._org
-        mx += ox
-        my += oy
-        mz += oz
-        spread = math.sqrt(var) if var > 0.0 else 0.0
+        mx, my, mz, spread = _moments(self._acc)
         cosang = 1.0
         cosup = 1.0
         if self._pre is not None:
@@ -255,19 +278,7 @@ class FallDetector:
     def _block_end(self, t_ms):
         """Close a 0.5 s block; a soft fall is confirmed here. O(1), and once
         per still run a pass over the n_lag block summaries."""
-        a = self._bacc
-        c = a[0]
-        mx = a[1] / c
-        my = a[2] / c
-        mz = a[3] / c
-        var = (a[4] / c - mx * mx) + (a[5] / c - my * my) + (a[6] / c - mz * mz)
-        sp = math.sqrt(var) if var > 0.0 else 0.0
-        ox, oy, oz = self._borg
-        mx += ox
-        my += oy
-        mz += oz
-        for j in range(7):
-            a[j] = 0.0
+        mx, my, mz, sp = _moments(self._bacc)
         k = self.blocks
         i = self._nb % k
         self._kx[i] = mx
@@ -369,42 +380,13 @@ class FallDetector:
                 self._min2 = m2
             d = self._n - self._last_n
             if d >= self.n_post_from:
-                # Post window: sums and squared sums relative to its first
-                # sample, which keeps a float32 variance accurate.
-                a = self._acc
-                if a[0] == 0:
-                    self._org = (ax, ay, az)
-                ox, oy, oz = self._org
-                x = ax - ox
-                y = ay - oy
-                z = az - oz
-                a[0] += 1
-                a[1] += x
-                a[2] += y
-                a[3] += z
-                a[4] += x * x
-                a[5] += y * y
-                a[6] += z * z
+                _add(self._acc, ax, ay, az)  # the post window
                 if d >= self.n_post_to:
                     ev = self._decide(t_ms)
-        # Posture path: the current block, relative to its first sample.
-        b = self._bacc
-        if b[0] == 0:
-            self._borg = (ax, ay, az)
-        ox, oy, oz = self._borg
-        x = ax - ox
-        y = ay - oy
-        z = az - oz
-        b[0] += 1
-        b[1] += x
-        b[2] += y
-        b[3] += z
-        b[4] += x * x
-        b[5] += y * y
-        b[6] += z * z
+        _add(self._bacc, ax, ay, az)  # posture path: the current block
         if m2 > self._bpk:
             self._bpk = m2
-        if b[0] >= self.n_block:
+        if self._bacc[0] >= self.n_block:
             pev = self._block_end(t_ms)
             if ev is None:
                 ev = pev

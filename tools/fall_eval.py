@@ -46,6 +46,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import product
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware"))
@@ -329,30 +330,18 @@ class Table:
     posture: dict[Key, int]
 
 
+def _keys(grids: tuple[tuple[float, ...], ...]) -> list[Key]:
+    return list(product(*(range(len(g)) for g in grids)))
+
+
 def _impact_keys() -> list[Key]:
-    keys = []
-    for i in range(len(GRID_IMPACT)):
-        for a in range(len(GRID_ANGLE)):
-            for s in range(len(GRID_STILL)):
-                for h in range(len(GRID_HARD)):
-                    for ha in range(len(GRID_HARD_ANGLE)):
-                        if GRID_HARD[h] >= 99 and ha:
-                            continue  # rule off: one representative
-                        keys.append((i, a, s, h, ha))
-    return keys
+    # hard rule off (99 g): one representative hard angle
+    return [k for k in _keys(IMPACT_GRIDS) if not (GRID_HARD[k[3]] >= 99 and k[4])]
 
 
 def _posture_keys() -> list[Key]:
-    keys = []
-    for ps in range(len(GRID_POST_STILL)):
-        for la in range(len(GRID_LOW_ANGLE)):
-            for lg in range(len(GRID_LOW_G)):
-                for lsp in range(len(GRID_LOW_SPREAD)):
-                    for lc in range(len(GRID_LOW_CONFIRM)):
-                        if GRID_LOW_ANGLE[la] >= 180 and (ps or lg or lsp or lc):
-                            continue  # path off: one representative
-                        keys.append((ps, la, lg, lsp, lc))
-    return keys
+    # posture path off (180 deg): one representative of the other thresholds
+    return [k for k in _keys(POSTURE_GRIDS) if not (GRID_LOW_ANGLE[k[1]] >= 180 and any(k[:1] + k[2:]))]
 
 
 def params_of(ik: Key, pk: Key) -> dict[str, float]:
