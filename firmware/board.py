@@ -31,9 +31,12 @@
 #   watchdog(timeout_ms)            start the hardware watchdog (cannot be stopped; deep
 #                                   sleep ends it); watchdog_feed() keeps it quiet
 #   i2c()                           I2C bus (machine.I2C-like: readfrom_mem, writeto_mem)
+#   sleep_ms(ms)                    busy sleep (time.sleep_ms): stays awake, inputs keep their
+#                                   level, for polling where light sleep would not do
 #   log(msg)
 
 INDICATIONS = ("off", "sending", "received", "help_coming", "not_received", "cancelled",
+               "fall_check",
                "config_error", "fault", "low_battery")
 
 

@@ -25,9 +25,9 @@ _ACK_SERVICE = (
 _PATTERNS = {
     "off": (0, 0), "sending": (100, 100), "received": (1000, 0), "help_coming": (200, 800),
     "not_received": (100, 1900), "cancelled": (50, 950), "config_error": (100, 300),
-    "fault": (500, 500), "low_battery": (50, 4950),
+    "fault": (500, 500), "low_battery": (50, 4950), "fall_check": (250, 250),
 }
-_CHIRP = ("received", "help_coming", "not_received", "cancelled")
+_CHIRP = ("received", "help_coming", "not_received", "cancelled", "fall_check")
 
 
 class Esp32Board:
@@ -228,6 +228,9 @@ class Esp32Board:
             pwm = machine.PWM(buzzer, freq=2700, duty_u16=32768)  # piezo resonance
             time.sleep_ms(120)
             pwm.deinit()
+
+    def sleep_ms(self, ms):
+        time.sleep_ms(ms)
 
     def rtc_load(self):
         raw = bytes(self._rtc.memory())

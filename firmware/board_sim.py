@@ -98,6 +98,9 @@ class SimBoard:
     def indicate(self, pattern):
         _call("indicate", pattern=pattern)
 
+    def sleep_ms(self, ms):
+        _call("sleep", ms=ms)
+
     def rtc_load(self):
         return bytes.fromhex(_call("rtc")["data"])
 

@@ -1,9 +1,10 @@
-"""Wearable fall detector: impact, then lying still in a changed orientation.
+"""Wearable fall detector: a fall is recognised by what follows it.
 
 Pure logic, runs unchanged on MicroPython and CPython. Feed one accelerometer
 sample at a time (in g, sensor at 50 Hz, +-16 g); `feed` returns a FallEvent
-once a fall is confirmed, 2.5 s after the last impact.
+once a fall is confirmed. Two paths, one event per fall:
 
+  impact path (hard falls), confirmed 2.5 s after the last impact:
   1. an impact (|a| >= impact_g) starts an episode; impacts within
      max_episode_s extend it; the largest |a| is the reported impact.
   2. at the start, one pass over the ring buffer gives the orientation before
@@ -12,9 +13,20 @@ once a fall is confirmed, 2.5 s after the last impact.
      orientation after (mean vector) and the spread (stillness).
   4. fall = still, and turned by >= angle_deg, or by >= hard_angle_deg after
      a peak >= hard_g.
-Only the angle between the two mean vectors is used, so the mounting does not
-matter as long as the device is fixed to the trunk (see FALL_DETECTION.md for
-the design, the measurements and the limits).
+
+  posture path (soft falls: fainting, sliding off a chair, falling while
+  getting up or sitting down), needing no impact threshold of 2.5 g:
+  5. the signal is cut into 0.5 s blocks (mean vector, spread, peak |a|).
+  6. a run of still blocks (spread <= post_still_g) in one posture starts:
+     its posture is compared with the block mean up to lag_s before it; the
+     transition must have turned the trunk by >= low_angle_deg and been
+     violent (a peak >= low_g and a block spread >= low_spread_g).
+  7. the fall is confirmed once the person has stayed still in that posture
+     for low_confirm_s: a longer confirmation than the impact path.
+
+Only magnitudes and angles between mean vectors are used, so the mounting does
+not matter as long as the device is fixed to the trunk (see FALL_DETECTION.md
+for the design, the measurements and the limits).
 """
 
 import math
@@ -33,13 +45,14 @@ except ImportError:  # pragma: no cover - every MicroPython port has array
 _IDLE = const(0)
 _ACTIVE = const(1)
 
-# Default thresholds, tuned on the SisFall dev subset (FALL_DETECTION.md).
+# Default thresholds: the setting the leave-one-subject-out folds chose on the
+# SisFall dev subset (tools/fall_eval.py, FALL_DETECTION.md).
 DEFAULTS = {
-    "impact_g": 2.5,      # |a| at or above this is an impact (starts/extends an episode)
-    "angle_deg": 55.0,    # min orientation change, before vs. after the episode
-    "still_g": 0.30,      # max spread of a in the post window (lying still)
+    "impact_g": 3.0,      # |a| at or above this is an impact (starts/extends an episode)
+    "angle_deg": 70.0,    # min orientation change, before vs. after the episode
+    "still_g": 0.15,      # max spread of a in the post window (lying still)
     "hard_g": 3.0,        # a peak this hard needs only ...
-    "hard_angle_deg": 20.0,  # ... this much orientation change
+    "hard_angle_deg": 30.0,  # ... this much orientation change
     "upright_deg": 180.0,  # max tilt of UP_AXIS before the episode; 180 = off
     "pre_from_s": 2.5,    # pre window: [start - pre_from, start - pre_to]
     "pre_to_s": 1.0,
@@ -47,14 +60,60 @@ DEFAULTS = {
     "post_from_s": 1.0,   # post window: [last impact + post_from, + post_to]
     "post_to_s": 2.5,
     "max_episode_s": 5.0,  # an impact after this long starts a new episode
+    # posture path (soft falls)
+    "post_still_g": 0.2,   # max spread of a 0.5 s block that counts as still
+    "post_drift_deg": 10.0,  # a still run stays within this of its first block
+    "low_angle_deg": 80.0,  # min turn from the posture before to the still posture
+    "low_g": 1.8,           # min peak |a| in the transition (0 = no trigger)
+    "low_spread_g": 0.5,    # min block spread in the transition (its violence)
+    "low_confirm_s": 4.0,   # still this long before a soft fall is confirmed
+    "lag_s": 4.0,           # the posture before is looked for up to this far back
+    "refractory_s": 10.0,   # one event per fall: later events this soon are dropped
 }
+
+BLOCK_S = 0.5  # posture-path block length
+
+
+# A window's moments: [count, sum x, y, z, sum x^2, y^2, z^2, origin x, y, z]. Sums are
+# taken relative to the window's first sample, which keeps a float32 variance accurate.
+def _add(w, x, y, z):
+    if w[0] == 0:
+        w[7] = x
+        w[8] = y
+        w[9] = z
+    x -= w[7]
+    y -= w[8]
+    z -= w[9]
+    w[0] += 1
+    w[1] += x
+    w[2] += y
+    w[3] += z
+    w[4] += x * x
+    w[5] += y * y
+    w[6] += z * z
+
+
+def _moments(w):
+    """(mean x, y, z, spread) of a window, and the window cleared for the next one."""
+    c = w[0]
+    mx = w[1] / c
+    my = w[2] / c
+    mz = w[3] / c
+    var = (w[4] / c - mx * mx) + (w[5] / c - my * my) + (w[6] / c - mz * mz)
+    mx += w[7]
+    my += w[8]
+    mz += w[9]
+    for j in range(7):
+        w[j] = 0.0
+    return mx, my, mz, (math.sqrt(var) if var > 0.0 else 0.0)
 
 
 class FallEvent:
     """A confirmed fall. `impact_ms` is the time of the largest |a| sample."""
 
     def __init__(self, impact_ms, peak_g, confirm_ms=0, angle_deg=0.0,
-                 still_g=0.0, ff_g=0.0):
+                 still_g=0.0, ff_g=0.0, kind="impact"):
+        self.kind = kind  # "impact" or "posture" (which path confirmed it)
         self.impact_ms = impact_ms
         self.peak_g = peak_g
         self.confirm_ms = confirm_ms
@@ -63,8 +122,8 @@ class FallEvent:
         self.ff_g = ff_g
 
     def __repr__(self):
-        return "FallEvent(impact_ms=%d, peak_g=%.2f, angle=%.0f, still=%.3f)" % (
-            self.impact_ms, self.peak_g, self.angle_deg, self.still_g)
+        return "FallEvent(%s, impact_ms=%d, peak_g=%.2f, angle=%.0f, still=%.3f)" % (
+            self.kind, self.impact_ms, self.peak_g, self.angle_deg, self.still_g)
 
 
 class FallDetector:
@@ -109,8 +168,28 @@ class FallDetector:
         self._bx = array("f", [0.0] * self.window)
         self._by = array("f", [0.0] * self.window)
         self._bz = array("f", [0.0] * self.window)
-        self._acc = [0.0] * 7  # post window: count, sums, squared sums
-        self._org = (0.0, 0.0, 0.0)
+        self._acc = [0.0] * 10  # impact post window moments (_add)
+        # Posture path: a ring of 0.5 s block summaries, long enough to reach
+        # lag_s back from the second block of a still run.
+        self.n_block = n(BLOCK_S)
+        self.n_lag = max(1, int(p["lag_s"] / BLOCK_S + 0.5))
+        self.n_confirm = max(2, int(p["low_confirm_s"] / BLOCK_S + 0.5))
+        self.n_refr = n(p["refractory_s"])
+        self.blocks = self.n_lag + 2
+        self._still_blk = float(p["post_still_g"])
+        self._cos_drift = math.cos(math.radians(p["post_drift_deg"]))
+        self._cos_low = math.cos(math.radians(p["low_angle_deg"]))
+        self._low2 = float(p["low_g"]) ** 2
+        self._low_sp = float(p["low_spread_g"])
+        k = self.blocks
+        self._kx = array("f", [0.0] * k)   # block mean vector
+        self._ky = array("f", [0.0] * k)
+        self._kz = array("f", [0.0] * k)
+        self._ks = array("f", [0.0] * k)   # block spread (RMS of the 3 axes)
+        self._kp = array("f", [0.0] * k)   # block peak |a|^2
+        self.buf_bytes += 5 * 4 * k
+        self._bacc = [0.0] * 10  # current block's moments (_add)
+        self.record = False  # tuning: keep every still run's features (allocates)
         self.reset()
 
     def reset(self):
@@ -118,6 +197,17 @@ class FallDetector:
         self._head = 0    # next write position in the ring
         self._state = _IDLE
         self.last = None  # features of the last decided episode (for tuning)
+        self._nb = 0      # blocks completed
+        self._bpk = 0.0   # peak |a|^2 in the current block
+        self._run = 0     # still blocks in a row, in one posture
+        self._ref = (0.0, 0.0, 1.0)  # first block mean of the run
+        self._post_ok = False  # the run started after a fall-like transition
+        self._post_feat = None
+        self._ev_n = None  # sample of the last event (refractory)
+        self._pk_blk = 0  # blocks from the posture-before block to the peak block
+        self.run_cand = None  # tuning (record=True): features of a new still run
+        for j in range(7):
+            self._bacc[j] = 0.0
 
     # -- internals ---------------------------------------------------------
     def _clear_acc(self):
@@ -162,16 +252,7 @@ class FallDetector:
         self._last_n = self._n   # last impact sample
 
     def _decide(self, t_ms):
-        c, sx, sy, sz, sxx, syy, szz = self._acc
-        mx = sx / c
-        my = sy / c
-        mz = sz / c
-        var = (sxx / c - mx * mx) + (syy / c - my * my) + (szz / c - mz * mz)
-        ox, oy, oz = self._org
-        mx += ox
-        my += oy
-        mz += oz
-        spread = math.sqrt(var) if var > 0.0 else 0.0
+        mx, my, mz, spread = _moments(self._acc)
         cosang = 1.0
         cosup = 1.0
         if self._pre is not None:
@@ -193,6 +274,86 @@ class FallDetector:
                 (self._peak2 >= self._hard2 and cosang <= self._cos_hard)):
             return FallEvent(self._peak_ms, peak, t_ms, angle, spread, ff)
         return None
+
+    def _block_end(self, t_ms):
+        """Close a 0.5 s block; a soft fall is confirmed here. O(1), and once
+        per still run a pass over the n_lag block summaries."""
+        mx, my, mz, sp = _moments(self._bacc)
+        k = self.blocks
+        i = self._nb % k
+        self._kx[i] = mx
+        self._ky[i] = my
+        self._kz[i] = mz
+        self._ks[i] = sp
+        self._kp[i] = self._bpk
+        self._bpk = 0.0
+        self._nb += 1
+        if sp > self._still_blk:
+            self._run = 0
+            self._post_ok = False
+            return None
+        if self._run > 0:
+            rx, ry, rz = self._ref
+            den = math.sqrt((rx * rx + ry * ry + rz * rz) * (mx * mx + my * my + mz * mz))
+            if den <= 0.0 or (rx * mx + ry * my + rz * mz) < self._cos_drift * den:
+                self._run = 0  # still, but in another posture: a new run
+                self._post_ok = False
+        if self._run == 0:
+            self._ref = (mx, my, mz)
+        self._run += 1
+        if self._run == 2:
+            self._post_ok = self._judge_transition(i)
+        if self._run == self.n_confirm and self._post_ok:
+            ang, pk, tsp = self._post_feat
+            return FallEvent(self._peak_blk_ms(t_ms), pk, t_ms, ang, sp, 0.0, "posture")
+        return None
+
+    def _judge_transition(self, i):
+        """The run's first two blocks (i-1, i) against each block up to n_lag
+        before them: turned far enough, with a violent enough transition?"""
+        k = self.blocks
+        j = (i - 1) % k
+        qx = self._kx[i] + self._kx[j]
+        qy = self._ky[i] + self._ky[j]
+        qz = self._kz[i] + self._kz[j]
+        qn = math.sqrt(qx * qx + qy * qy + qz * qz)
+        pk2 = 0.0
+        tsp = 0.0
+        ok = False
+        best = None
+        feats = [] if self.record else None
+        self._pk_blk = 0
+        for lag in range(1, min(self.n_lag, self._nb - 2) + 1):
+            b = (i - 1 - lag) % k
+            if self._kp[b] > pk2:
+                pk2 = self._kp[b]
+                self._pk_blk = lag
+            if self._ks[b] > tsp:
+                tsp = self._ks[b]
+            px = self._kx[b]
+            py = self._ky[b]
+            pz = self._kz[b]
+            den = qn * math.sqrt(px * px + py * py + pz * pz)
+            cs = (px * qx + py * qy + pz * qz) / den if den > 0.0 else 1.0
+            if feats is not None:
+                feats.append((cs, pk2, tsp))
+            if (not ok and cs <= self._cos_low and pk2 >= self._low2 and
+                    tsp >= self._low_sp):
+                ok = True
+                best = (cs, pk2, tsp, self._pk_blk)
+        if feats is not None:
+            self.run_cand = feats
+        if best is not None:
+            cs, pk2, tsp, self._pk_blk = best
+            self._post_feat = (math.degrees(math.acos(max(-1.0, min(1.0, cs)))),
+                               math.sqrt(pk2), tsp)
+        return ok
+
+    def _peak_blk_ms(self, t_ms):
+        """Start time of the transition's peak block (the soft impact), in ms."""
+        # blocks back from the current one: the run so far, then the lag
+        n0 = (self._nb - self._run - self._pk_blk) * self.n_block
+        return t_ms - (self._n - n0) * 1000 // self.rate_hz
 
     # -- public ------------------------------------------------------------
     def feed(self, t_ms, ax, ay, az):
@@ -219,28 +380,25 @@ class FallDetector:
                 self._min2 = m2
             d = self._n - self._last_n
             if d >= self.n_post_from:
-                # Post window: sums and squared sums relative to its first
-                # sample, which keeps a float32 variance accurate.
-                a = self._acc
-                if a[0] == 0:
-                    self._org = (ax, ay, az)
-                ox, oy, oz = self._org
-                x = ax - ox
-                y = ay - oy
-                z = az - oz
-                a[0] += 1
-                a[1] += x
-                a[2] += y
-                a[3] += z
-                a[4] += x * x
-                a[5] += y * y
-                a[6] += z * z
+                _add(self._acc, ax, ay, az)  # the post window
                 if d >= self.n_post_to:
                     ev = self._decide(t_ms)
+        _add(self._bacc, ax, ay, az)  # posture path: the current block
+        if m2 > self._bpk:
+            self._bpk = m2
+        if self._bacc[0] >= self.n_block:
+            pev = self._block_end(t_ms)
+            if ev is None:
+                ev = pev
         i = self._head
         self._bx[i] = ax
         self._by[i] = ay
         self._bz[i] = az
         self._head = (i + 1) % self.window
+        if ev is not None:
+            if self._ev_n is not None and self._n - self._ev_n < self.n_refr:
+                ev = None  # the same fall, confirmed by the other path
+            else:
+                self._ev_n = self._n
         self._n += 1
         return ev

@@ -1,12 +1,12 @@
 # Wearable fall detector: LIS3DH at 50 Hz into its FIFO, INT1 at the watermark; the ESP32
 # light-sleeps between bursts (the detector's state stays in RAM) and feeds each sample to
-# FallDetector (fall_detector.py, its own issue). A fall or the alarm button raises an alarm
-# with acknowledgement (alarm.py). On the charger it is not worn: sensor off, deep sleep.
+# FallDetector (fall_detector.py, its own issue). A fall starts a cancel window
+# (fall_alert.py); the fall, unless cancelled, or the alarm button raises an alarm with
+# acknowledgement (alarm.py). On the charger it is not worn: sensor off, deep sleep.
 import alarm
+import fall_alert
 import lis3dh
 from fall_detector import FallDetector
-
-from protocols import bthome
 
 RATE_HZ = 50  # what the detector is tuned for
 SAMPLE_MS = 1000 // RATE_HZ
@@ -26,6 +26,8 @@ def run(dev):
         board.log("accelerometer: %s" % e)
         acc = None
     pend = alarm.pending(dev)
+    if pend is None:
+        pend = fall_alert.interrupted(dev)
     pressed = reason == "pin" and pin == "button"
     charging = board.charging()
     if not pressed and (reason == "power_on" or dev.state.get("chg") != int(charging)):
@@ -58,6 +60,7 @@ def watch(dev, acc):
         acc.start(RATE_HZ, 16, WATERMARK)
         t = 0
         pend = None
+        cancelled = False
         while pend is None:
             left = dev.state["hb_due"] - dev.clock() if "hb_due" in dev.state else 0
             # INT1 may have risen while we were busy (an advert burst): a level already high
@@ -70,7 +73,12 @@ def watch(dev, acc):
                     event = det.feed(t, x, y, z)
                     if event is not None and pend is None:
                         board.log("fall: %r" % (event,))
-                        pend = alarm.start(dev, [(bthome.FALL, 1)])
+                        acc.power_down()  # the window is what matters now
+                        pend = fall_alert.after_fall(dev)
+                        cancelled = pend is None
+                        break
+                if cancelled:
+                    break  # cancelled by the resident: sample afresh
             pressed = pin == "button" and board.pin("button")
             if pin == "charge" and board.charging():
                 dev.status(trigger=True)

@@ -80,6 +80,10 @@ BUTTON_EVENT_NAMES = {
 #   charging       -> 0x16 battery charging.
 FALL = PROBLEM
 BUTTON_CANCEL = BUTTON_HOLD_RELEASE
+# A fall the resident cancelled on the wearable in its cancel window (firmware/fall_alert.py):
+# the fall and the cancel gesture in one advert. The hub reports it ("fall_cancelled"), as a
+# status the response centre sees, and raises no alarm.
+FALL_CANCELLED = ((FALL, 1), (BUTTON, BUTTON_CANCEL))
 ALARM_BUTTON_EVENTS = (BUTTON_PRESS, BUTTON_DOUBLE_PRESS, BUTTON_TRIPLE_PRESS, BUTTON_LONG_PRESS)
 
 # id -> (name, value length in bytes, signed). Factors are applied by the hub, not here:

@@ -57,6 +57,8 @@ TYPES = {
     "door_open_too_long": (DTY_DOOR_SENSOR, STC_OPEN_TOO_LONG, STC_AUTOMATIC_RESET),
     "inactivity": (DTY_ACTIVITY_DETECTOR, STC_AUTOMATIC_ALARM, STC_AUTOMATIC_RESET),
     "test_alarm": (None, STC_TEST, STC_AUTOMATIC_RESET),
+    # a fall the resident cancelled on the wearable (a status, not an alarm)
+    "fall_cancelled": (DTY_FALL_DETECTOR, STC_CANCEL, STC_CANCEL),
     # technical alarms on a device
     "battery_low": (None, STC_BATTERY_LOW, STC_BATTERY_OK),
     "battery_critical": (None, STC_BATTERY_FAILURE, STC_BATTERY_OK),

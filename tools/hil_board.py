@@ -208,6 +208,11 @@ class HilBoard:
         self.wdt_fed = self.now  # the board's idle loop feeds it (board_esp32.wait)
         return woke
 
+    def sleep_ms(self, ms):
+        # A busy sleep passes device time too; unlike wait() nothing feeds the watchdog.
+        self._call("sleep")
+        self._sleep(ms)
+
     def deep_sleep(self, ms, pins=()):
         self._call("deep_sleep")
         self.wdt = None  # deep sleep resets the chip, and the watchdog with it

@@ -43,13 +43,22 @@ class Immediate:
             return []
         v = report.values
         press = v.get("button")
+        if (self.fall and self.cancel_event is not None and dev.role == "wearable"
+                and v.get(_FALL) == 1 and press == bthome.BUTTON_CANCEL):
+            # bthome.FALL_CANCELLED: the resident cancelled a detected fall in the wearable's
+            # window. No alarm, but never silence: the centre sees it. (With the cancel
+            # gesture switched off, cancel_event = "", it stays a fall alarm.)
+            return ctx.book.event("fall_cancelled", dev.id, now, kind="status",
+                                  room=dev.room, by="resident")
         if self.cancel_event is not None and press == self.cancel_event:
             return self._cancel(ctx, st, dev.id, now)
         if press in bthome.ALARM_BUTTON_EVENTS:  # a frightened resident may press any way
             return self._raise(ctx, st, dev.id, dev.room, "alarm_button", now,
                                trigger=bthome.BUTTON_EVENT_NAMES[press])
-        # A fall is the change to 1: heartbeats repeat the device's current state.
-        if self.fall and changed.get(_FALL) == 1 and dev.role == "wearable":
+        # A fall is the change to 1, or a fall advert (trigger set) while the hub still holds 1
+        # (the wearable does not send 0 after a fall): heartbeats repeat the current state.
+        if self.fall and dev.role == "wearable" and (
+                changed.get(_FALL) == 1 or (v.get(_FALL) == 1 and report.trigger)):
             return self._raise(ctx, st, dev.id, dev.room, "fall", now)
         return []
 

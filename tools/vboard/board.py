@@ -340,7 +340,7 @@ class VirtualBoard:
                     self._reset("watchdog")
                     continue
                 self._set_time(self.now_ms + hang)
-            if op in ("wait", "deep_sleep"):
+            if op in ("wait", "deep_sleep", "sleep"):  # sleep: board.sleep_ms, awake
                 self._deep = op == "deep_sleep"
                 if self._deep:
                     self._adv_active = None  # board_esp32.deep_sleep stops the radio first
@@ -385,6 +385,9 @@ class VirtualBoard:
     def _finish_wait(self, op: str, pin: str | None) -> None:
         self.sleeping = False
         self._deep = False
+        if op == "sleep":  # time.sleep_ms: no light sleep, and nothing feeds the watchdog
+            self._reply({"pin": pin, "t": self.now_ms})
+            return
         if op == "wait" and self._adv_active is None:
             self.usage.light_wakes += 1
         if op == "deep_sleep":
