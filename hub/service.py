@@ -259,9 +259,13 @@ class Hub:
         ticker = asyncio.create_task(self._tick_loop(), name="rule-tick")
         await self.admin.start()
         log.info("hub %s running for site %s", self.cfg.hub_id, self.cfg.site)
+        from hub import sdnotify  # systemd: READY=1; watchdog pings while the hub progresses
+
+        watchdog = sdnotify.start(self)
         try:
             await stop.wait()
         finally:
+            await sdnotify.stop(watchdog)
             ticker.cancel()
             await self.admin.stop()
             await self.scanner.stop()
