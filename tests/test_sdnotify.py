@@ -110,6 +110,22 @@ def test_pings_only_while_every_part_makes_progress() -> None:
     assert sent.count("WATCHDOG=1") == 20 + 5 + 1
 
 
+def test_the_radio_check_follows_the_decoder_a_reload_puts_in() -> None:
+    from collections import Counter
+    from types import SimpleNamespace
+
+    hub = SimpleNamespace(cfg=SimpleNamespace(devices={"bed-1": object()}),
+                          decoder=SimpleNamespace(stats=Counter(accepted=5)))
+    before = sdnotify.radio_progress(hub)  # type: ignore[arg-type]
+    assert sdnotify.radio_progress(hub) == before  # type: ignore[arg-type]
+    hub.decoder = SimpleNamespace(stats=Counter())  # `tryggheim reload`
+    after_reload = sdnotify.radio_progress(hub)  # type: ignore[arg-type]
+    hub.decoder.stats["accepted"] += 1
+    assert sdnotify.radio_progress(hub) != after_reload  # type: ignore[arg-type]
+    hub.cfg.devices = {}  # nothing to hear: silence is not a stuck radio
+    assert sdnotify.radio_progress(hub) != sdnotify.radio_progress(hub)  # type: ignore[arg-type]
+
+
 @requires_mosquitto
 def test_the_mqtt_check_follows_pahos_network_thread(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
