@@ -353,3 +353,21 @@ def test_unreachable_hub_is_said_plainly(tmp_path: Path) -> None:
     missing = SshHub("hub.local", "/x", ssh=str(tmp_path / "no-such-ssh"))
     with pytest.raises(ProvisionError, match="hub unreachable: .* is not installed"):
         missing.check()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sudo's case: runs as root only")
+def test_run_as_root_the_files_it_makes_stay_the_hubs(hub_dir: Path) -> None:
+    # `sudo tryggheim-provision register` on a hub that never ran: the audit log it creates
+    # must belong to the hub's user, or the hub could not write its own audit log.
+    hub_uid, hub_gid = 65534, 65534  # stands in for the tryggheim user
+    data = hub_dir / "var"
+    data.mkdir()
+    os.chown(data, hub_uid, hub_gid)
+    os.chown(hub_dir, hub_uid, hub_gid)
+    os.chown(hub_dir / "keys.toml", hub_uid, hub_gid)
+    LocalHub(hub_dir / "hub.toml").register(reg())
+    for name in ("audit.jsonl",):
+        st = os.stat(data / name)
+        assert (st.st_uid, st.st_gid) == (hub_uid, hub_gid), name
+    st = os.stat(hub_dir / "keys.toml")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (hub_uid, 0o600)

@@ -189,6 +189,17 @@ def _same_owner(new: Path, old: Path, fallback: Path) -> None:
     os.chown(new, st.st_uid, st.st_gid)
 
 
+def _owned_like_dir(directory: Path, paths: Any) -> None:
+    """Run as root (sudo), files made in the hub's data directory must be the hub's: a
+    root-owned audit log or SQLite journal would stop the hub from writing them."""
+    if os.geteuid() != 0:
+        return
+    st = os.stat(directory)
+    for p in paths:
+        if os.path.exists(p):
+            os.chown(p, st.st_uid, st.st_gid)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -351,6 +362,7 @@ class LocalHub:
                 store.reset(device_id)
             finally:
                 store.close()
+            _owned_like_dir(cfg.data_dir, path.parent.glob(path.name + "*"))
 
     def _audit(self, cfg: hub_config.HubConfig, reg: Registration, rotated: bool,
                change: str) -> None:
@@ -362,6 +374,7 @@ class LocalHub:
             self.clock.now(), who, "rotate-device-key" if rotated else "register-device",
             "applied", device=reg.id, role=reg.role, mac=reg.mac.upper(),
             key_fingerprint=fingerprint(reg.key), diff=change)
+        _owned_like_dir(cfg.data_dir, [cfg.data_dir / "audit.jsonl"])
 
 
 class SshHub:
