@@ -375,8 +375,8 @@ class Flow:
             Step("check the inputs, the image, the serial port and the hub", self._d_check,
                  self._check, dry=True),
             Step("read what the board holds now (key, counter high-water mark)",
-                 lambda: [f"mpremote: raw REPL on {o.port}; read config.json, "
-                          f"{provision.COUNTER_FILE}"], self._read_board, dry=True),
+                 lambda: [f"read: mpremote raw REPL on {o.port}: config.json, "
+                          f"{provision.COUNTER_FILE}, the MAC"], self._read_board, dry=True),
             Step("check the device against the hub's config and rules", self._d_plan,
                  self._plan_check, dry=True),
         ]
@@ -465,8 +465,8 @@ class Flow:
         if plan is None:
             return ["the id is not known until the board's MAC is read: checked after "
                     "MicroPython is on the board, before the application is written"]
-        line = (f"checked: {o.hub.describe()} accepts {plan.id} as a {o.role} (its rules, "
-                "devices and keys)")
+        line = (f"checked: {o.hub.describe()} accepts {plan.id} as a {o.role} (its own "
+                "loader: the rules and devices that name it)")
         if isinstance(o.hub, SshHub):
             line += f" ({shlex.join(o.hub.command('check', *o.hub.plan_args(plan)))})"
         return [line]
