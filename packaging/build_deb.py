@@ -70,6 +70,8 @@ def project_wheel(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("tryggheim-*.whl"):
         old.unlink()
+    # setuptools builds in the tree's build/lib and would keep files deleted from the source.
+    shutil.rmtree(ROOT / "build" / "lib", ignore_errors=True)
     run(*pip("wheel", "--quiet", "--no-deps", "-w", str(out), str(ROOT)))
     (wheel,) = out.glob("tryggheim-*.whl")
     return wheel

@@ -32,7 +32,9 @@ import pytest
 from hub import keys
 from protocols import ack, bthome
 from tests.conftest import requires_mosquitto
+from tools import flash
 from tools.mosquitto import Mosquitto
+from tools.provision import ProvisionError, Registration, SshHub, fingerprint
 from tools.response_centre import ResponseCentre
 from tools.vboard import Air
 
@@ -275,6 +277,40 @@ def _configure_for_the_test(port: int) -> None:
     os.chown("/etc/tryggheim/keys.toml", hub.pw_uid, hub.pw_gid)
 
 
+def _register_and_reload_as_the_installer(env: dict[str, str]) -> None:
+    """What `make flash HUB=installer@hub` runs over SSH, then the reload INSTALLER.md says to
+    run: as a member of tryggheim-admin, through the package's sudo rules."""
+    try:
+        pwd.getpwnam(INSTALLER)
+    except KeyError:
+        sh("useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "-G",
+           "tryggheim-admin", INSTALLER)
+    installer = ["setpriv", f"--reuid={INSTALLER}", f"--regid={INSTALLER}", "--init-groups"]
+    # An `ssh` that runs the remote command here as the installer, as sshd would on the hub.
+    ssh = Path("/run/tryggheim/test-ssh")
+    ssh.write_text(f'#!/bin/sh\nshift 5\nexec {" ".join(installer)} sh -c "$*"\n')
+    ssh.chmod(0o755)
+    try:
+        hub = SshHub("installer@hub", flash.DEFAULT_HUB_CONFIG, flash.DEFAULT_HUB_COMMAND,
+                     str(ssh))
+        reg = Registration("pendant-2", "pendant", "C0:FF:EE:00:09:02",
+                           "00112233445566778899aabbccddeeff", "living room")
+        hub.check(Registration(reg.id, reg.role, "", "", reg.room))
+        assert hub.key_fingerprint(reg.id) is None
+        hub.register(reg)
+        assert hub.key_fingerprint(reg.id) == fingerprint(reg.key)
+        with pytest.raises(ProvisionError, match="heartbeat_s 5: must be"):
+            hub.check(Registration(reg.id, reg.role, "", "", "", 5))
+    finally:
+        ssh.unlink()
+    installer += ["sudo", "-n"]
+    assert mode_owner("/etc/tryggheim/keys.toml")[:2] == ("0o600", "tryggheim")
+    assert mode_owner("/var/lib/tryggheim/audit.jsonl")[1] == "tryggheim"
+    assert "pendant-2" in sh(*installer, "tryggheim", "reload", env=env).stdout
+    devices = json.loads(sh("/usr/bin/tryggheim", "devices", "--json").stdout)
+    assert [d["id"] for d in devices] == ["pendant-1", "pendant-2"]
+
+
 def as_hub_user(*cmd: str) -> list[str]:
     """How the unit runs a command: user tryggheim, its groups (tryggheim-admin)."""
     return ["setpriv", "--reuid=tryggheim", "--regid=tryggheim", "--init-groups", *cmd]
@@ -320,6 +356,8 @@ def test_the_installed_hub_runs_as_its_user_and_delivers(installed: Installed) -
             m = centre.get(timeout=max(0.1, deadline - time.monotonic()))
             if m.get("type") == "alarm_button" and m.get("device") == "pendant-1":
                 break
+        if shutil.which("sudo") is not None:
+            _register_and_reload_as_the_installer(env)
         # The data is written by the hub's user.
         assert mode_owner("/var/lib/tryggheim/outbox.sqlite")[1] == "tryggheim"
         # ExecReload: `tryggheim reload` as the unit runs it, failing on a rejected config.

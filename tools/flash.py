@@ -49,7 +49,7 @@ IMAGE_CHIP_ID = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c6"
 DEFAULT_HUB_CONFIG = "/etc/tryggheim"  # an installed hub's config directory (docs/ADMIN.md)
 # How tools.provision runs on a hub installed from the Debian package (packaging/); sudo -n:
 # the package's sudoers drop-in allows exactly this with --config /etc/tryggheim.
-DEFAULT_HUB_COMMAND = "sudo -n /usr/bin/tryggheim-provision"
+DEFAULT_HUB_COMMAND = "sudo -n /usr/sbin/tryggheim-provision"
 
 
 class FlashError(Exception):

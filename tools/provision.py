@@ -4,7 +4,7 @@ Pure parts (device config, pin maps, editing the hub's config and keys texts) ar
 the two ways to reach a hub's files: `LocalHub` (the installer runs on the hub, or tests) and
 `SshHub` (the laptop reaches the hub over SSH and runs this module's `register` command there,
 installed on the hub as `tryggheim-provision`:
-`ssh HUB sudo -n /usr/bin/tryggheim-provision register --config /etc/tryggheim --id ... < key`).
+`ssh HUB sudo -n /usr/sbin/tryggheim-provision register --config /etc/tryggheim --id ... < key`).
 
 A registration is all or nothing: the new config and keys files are written next to the old
 ones, checked with the hub's own loaders, and only then renamed over them (keys first; the
