@@ -388,15 +388,7 @@ def test_an_upgrade_keeps_the_admins_config(installed: Installed) -> None:
     rules = Path("/etc/tryggheim/rules.toml")
     rules.write_text(rules.read_text() + "# changed by the admin\n")
     site_before = Path("/etc/tryggheim/site.toml").read_text()
-    # The same package as a newer version (as the next release would be built).
-    tree = installed.work / "next"
-    sh("dpkg-deb", "-R", str(installed.deb), str(tree))
-    control = tree / "DEBIAN" / "control"
-    control.write_text(control.read_text().replace("Version: 0.1.0-1", "Version: 0.1.0-2"))
-    newer = installed.work / "tryggheim_0.1.0-2.deb"
-    sh("dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(tree), str(newer))
-    shutil.rmtree(tree)
-    p = dpkg("-i", str(newer))
+    p = dpkg("-i", str(_newer(installed, "0.1.0-2")))
     assert p.returncode == 0, p.stderr
     assert sh("dpkg-query", "-W", "-f", "${Version}", "tryggheim").stdout == "0.1.0-2"
     assert rules.read_text().endswith("# changed by the admin\n")
@@ -405,7 +397,26 @@ def test_an_upgrade_keeps_the_admins_config(installed: Installed) -> None:
     assert mode_owner("/etc/tryggheim/rules.toml") == ("0o660", "root", "tryggheim-admin")
     # Complete now: the postinst enables the hub (it would start it under systemd).
     assert "NOT started" not in p.stderr
-    assert Path("/etc/systemd/system/multi-user.target.wants/tryggheim.service").is_symlink()
+    wants = Path("/etc/systemd/system/multi-user.target.wants/tryggheim.service")
+    assert wants.is_symlink()
+    # The admin disables it: the next upgrade keeps that.
+    sh("systemctl", "disable", "tryggheim.service")
+    assert not wants.is_symlink()
+    p = dpkg("-i", str(_newer(installed, "0.1.0-3")))
+    assert p.returncode == 0, p.stderr
+    assert not wants.is_symlink()
+
+
+def _newer(installed: Installed, version: str) -> Path:
+    """The same package as a newer version (as the next release would be built)."""
+    tree = installed.work / f"next-{version}"
+    sh("dpkg-deb", "-R", str(installed.deb), str(tree))
+    control = tree / "DEBIAN" / "control"
+    control.write_text(control.read_text().replace("Version: 0.1.0-1", f"Version: {version}"))
+    newer = installed.work / f"tryggheim_{version}.deb"
+    sh("dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(tree), str(newer))
+    shutil.rmtree(tree)
+    return newer
 
 
 def test_purge_leaves_nothing(installed: Installed) -> None:
