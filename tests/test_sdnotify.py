@@ -110,6 +110,29 @@ def test_pings_only_while_every_part_makes_progress() -> None:
     assert sent.count("WATCHDOG=1") == 20 + 5 + 1
 
 
+def test_a_blocked_event_loop_sends_no_pings() -> None:
+    import asyncio
+
+    sent: list[tuple[float, str]] = []
+    dog = sdnotify.Watchdog([], interval_s=0.02,
+                            send=lambda m: sent.append((time.monotonic(), m)))
+
+    async def main() -> tuple[float, float]:
+        task = asyncio.create_task(dog.run())
+        await asyncio.sleep(0.2)
+        t0 = time.monotonic()
+        time.sleep(0.5)  # something blocks the loop (a synchronous call that hangs)
+        t1 = time.monotonic()
+        await asyncio.sleep(0.2)
+        task.cancel()
+        return t0, t1
+
+    t0, t1 = asyncio.run(main())
+    pings = [t for t, m in sent if m == "WATCHDOG=1"]
+    assert any(t < t0 for t in pings) and any(t > t1 for t in pings)
+    assert not [t for t in pings if t0 + 0.01 < t < t1]
+
+
 def test_the_radio_check_follows_the_decoder_a_reload_puts_in() -> None:
     from collections import Counter
     from types import SimpleNamespace
