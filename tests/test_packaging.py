@@ -94,3 +94,17 @@ def test_the_lock_pins_what_pyproject_pins() -> None:
         assert locked.get(name.lower()) == version, (
             f"{name}: pyproject pins {version}, packaging/requirements.txt "
             f"{locked.get(name.lower())}; run python packaging/build_deb.py --lock")
+
+
+def test_the_dbus_policy_names_the_hubs_user_and_bluez() -> None:
+    import xml.etree.ElementTree as ET
+
+    text = (PKG / "dbus.conf").read_text()
+    assert text.startswith("<!DOCTYPE busconfig")
+    policy = ET.fromstring(text.split("\n", 2)[2]).find("policy")
+    assert policy is not None and policy.get("user") == "tryggheim"
+    rules = [dict(e.attrib) for e in policy]
+    assert {"send_destination": "org.bluez"} in rules
+    assert {"receive_sender": "org.bluez"} in rules
+    sysusers = (PKG / "sysusers.conf").read_text()
+    assert "u tryggheim " in sysusers and "g tryggheim-admin " in sysusers
