@@ -419,6 +419,20 @@ def _newer(installed: Installed, version: str) -> Path:
     return newer
 
 
+def test_postinst_refuses_a_data_dir_the_unit_cannot_write(installed: Installed) -> None:
+    site = Path("/etc/tryggheim/site.toml")
+    good = site.read_text()
+    site.write_text(good.replace('data_dir = "/var/lib/tryggheim"', 'data_dir = "/srv/hub"'))
+    try:
+        p = sh("/var/lib/dpkg/info/tryggheim.postinst", "configure", "0.1.0-3")
+        assert "the hub was NOT started" in p.stderr
+        assert "[hub] data_dir /srv/hub is outside what the unit lets the hub write" in p.stderr
+    finally:
+        site.write_text(good)
+    assert "NOT started" not in sh("/var/lib/dpkg/info/tryggheim.postinst", "configure",
+                                   "0.1.0-3").stderr
+
+
 def test_purge_leaves_nothing(installed: Installed) -> None:
     subprocess.run(["userdel", INSTALLER], capture_output=True)
     p = dpkg("-P", "tryggheim")
