@@ -129,23 +129,37 @@ class Watchdog:
             await asyncio.sleep(self.interval_s)
 
 
-class _Calls:
-    """Counts calls: paho's on_log is called for every packet and every reconnection try."""
+class PahoActivity:
+    """Counts the calls of paho's on_log, made for every packet and every reconnection try,
+    on whichever client the link uses now (the link may replace a stalled client)."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: Callable[[], Any]) -> None:
+        self.client = client
         self.n = 0
+        self._hooked: Any = None
 
-    def __call__(self, *args: Any) -> None:
-        self.n += 1
+    def probe(self) -> int:
+        c = self.client()
+        if c is not self._hooked:
+            before = c.on_log  # whoever else listens keeps hearing
+
+            def hook(*args: Any) -> None:
+                self.n += 1
+                if before is not None:
+                    before(*args)
+
+            c.on_log = hook
+            self._hooked = c
+            self.n += 1  # a new client is progress of its own
+        return self.n
 
 
-def mqtt_check(client: Any, keepalive_s: float, reconnect_cap_s: float) -> Check:
+def mqtt_check(client: Callable[[], Any], keepalive_s: float, reconnect_cap_s: float) -> Check:
     """Progress of paho's network thread, seen through its log callback."""
-    calls = _Calls()
-    if client.on_log is None:
-        client.on_log = calls
+    activity = PahoActivity(client)
+    activity.probe()
     # Connected: a PINGREQ at least every keepalive. Away: a try at least every back-off cap.
-    return Check("mqtt", max(90.0, 3 * keepalive_s, 3 * reconnect_cap_s), lambda: calls.n)
+    return Check("mqtt", max(90.0, 3 * keepalive_s, 3 * reconnect_cap_s), activity.probe)
 
 
 def radio_silence_limit_s(hub: Hub) -> float:
@@ -162,7 +176,7 @@ def radio_silence_limit_s(hub: Hub) -> float:
 def hub_checks(hub: Hub) -> list[Check]:
     from hub.mqtt_link import RECONNECT_CAP_S
 
-    return [mqtt_check(hub.link.client, hub.cfg.mqtt.keepalive, RECONNECT_CAP_S),
+    return [mqtt_check(lambda: hub.link.client, hub.cfg.mqtt.keepalive, RECONNECT_CAP_S),
             Check("radio", radio_silence_limit_s(hub), lambda: radio_progress(hub))]
 
 

@@ -133,6 +133,28 @@ def test_a_blocked_event_loop_sends_no_pings() -> None:
     assert not [t for t in pings if t0 + 0.01 < t < t1]
 
 
+def test_the_mqtt_check_follows_a_client_the_link_replaces() -> None:
+    class Client:  # paho's on_log attribute, nothing else is used
+        on_log = None
+
+    heard: list[object] = []
+    link = type("Link", (), {})()
+    link.client = Client()
+    link.client.on_log = lambda *a: heard.append(a)  # someone else listens too
+    check = sdnotify.mqtt_check(lambda: link.client, keepalive_s=1, reconnect_cap_s=1)
+    first = check.probe()
+    link.client.on_log(None, None, 16, "Sending PINGREQ")
+    assert check.probe() == first + 1 and len(heard) == 1  # counted, and passed on
+    old = link.client
+    link.client = Client()  # the link rebuilt its paho client after a stall
+    replaced = check.probe()
+    assert replaced != first + 1
+    link.client.on_log(None, None, 16, "Received CONNACK")
+    assert check.probe() == replaced + 1
+    old.on_log(None, None, 16, "late")  # the old client's thread winding down still counts
+    assert check.probe() == replaced + 2
+
+
 def test_the_radio_check_follows_the_decoder_a_reload_puts_in() -> None:
     from collections import Counter
     from types import SimpleNamespace
@@ -154,7 +176,7 @@ def test_the_mqtt_check_follows_pahos_network_thread(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     try:
-        check = sdnotify.mqtt_check(client, keepalive_s=1, reconnect_cap_s=1)
+        check = sdnotify.mqtt_check(lambda: client, keepalive_s=1, reconnect_cap_s=1)
         client.connect("127.0.0.1", broker.port, keepalive=1)
         client.loop_start()
         first = check.probe()
