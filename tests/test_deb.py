@@ -303,6 +303,9 @@ def _register_and_reload_as_the_installer(env: dict[str, str]) -> None:
             hub.check(Registration(reg.id, reg.role, "", "", "", 5))
     finally:
         ssh.unlink()
+    # The admin views (status, devices) need no sudo: the group reads the config and reaches
+    # the control socket.
+    assert "pendant-1" in sh(*installer, "/usr/bin/tryggheim", "devices", env=env).stdout
     installer += ["sudo", "-n"]
     assert mode_owner("/etc/tryggheim/keys.toml")[:2] == ("0o600", "tryggheim")
     assert mode_owner("/var/lib/tryggheim/audit.jsonl")[1] == "tryggheim"

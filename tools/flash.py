@@ -368,6 +368,7 @@ class Flow:
         self.o = opts
         self.c = Context()
         self.build_dir = build_dir
+        self._checked: Registration | None = None  # the plan the hub last accepted
 
     def steps(self) -> list[Step]:
         o = self.o
@@ -473,8 +474,9 @@ class Flow:
 
     def _plan_check(self) -> None:
         plan = self._plan()
-        if self.o.hub is not None and plan is not None:
+        if self.o.hub is not None and plan is not None and plan != self._checked:
             self.o.hub.check(plan)
+            self._checked = plan
 
     # -- read what is there
     def _read_board(self) -> None:
