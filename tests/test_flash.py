@@ -500,3 +500,26 @@ def test_a_sleeping_board_is_reset_through_the_usb_bridge_and_interrupted() -> N
 def test_a_port_without_modem_lines_is_not_reset(board: SimBoardProcess) -> None:
     with serial.Serial(board.port) as pty:
         assert not flash._reset_and_interrupt(pty, interrupt_s=0.05)
+
+
+def test_reflash_keeps_room_heartbeat_and_comments_in_the_hubs_devices_file(
+    board: SimBoardProcess, tmp_path: Path
+) -> None:
+    conf = tmp_path / "etc"  # an installed hub's config directory
+    conf.mkdir()
+    (conf / "site.toml").write_text(HUB_TOML.replace('data_dir = "var"',
+                                                     f'data_dir = "{tmp_path / "var"}"'))
+    args = ("--role", "pendant", "--port", board.port, "--id", "pendant-1", "--no-image",
+            "--hub-config", str(conf))
+    assert run(*args, "--room", "bedroom", "--heartbeat-s", "900")[0] == 0
+    devices = conf / "devices.toml"
+    # The admin annotates the entry.
+    text = devices.read_text().replace('room = "bedroom"',
+                                       'room = "bedroom"   # by the window, left side')
+    devices.write_text("# Storgata 1, flat 3\n" + text)
+    before = devices.read_text()
+    rc, _, err = run(*args)  # re-flashed, no ROOM, no heartbeat given
+    assert rc == 0, err
+    assert devices.read_text() == before
+    dev = hub_config.load(conf).devices["pendant-1"]
+    assert (dev.room, dev.heartbeat_s, dev.mac) == ("bedroom", 900, MAC)
