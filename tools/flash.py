@@ -502,7 +502,11 @@ class Flow:
             if counter is not None and counter.strip().isdigit():
                 self.c.old_counter = int(counter)
             # The MAC now, so that a new board's id (<role>-<MAC>) is known before the erase.
-            self.c.mac = read_mac(repl)
+            # Only a head start: it is read again after the image is written.
+            try:
+                self.c.mac = read_mac(repl)
+            except Exception as e:  # mpremote's TransportError: the board's own error
+                say(f"      the board's MAC could not be read yet ({str(e).strip()[:80]})")
         finally:
             repl.close()
         old = self.c.old_config
