@@ -66,6 +66,12 @@ bench: setup
 soak: setup
 	$(PY) -m pytest -q -m slow
 
+# The hub as Debian packages for the Raspberry Pi (arm64) and amd64, into build/deb/
+# (ARCH=arm64 for one). How the arm64 venv is made on amd64: packaging/build_deb.py.
+.PHONY: deb
+deb: setup
+	$(PY) packaging/build_deb.py $(if $(ARCH),--arch $(ARCH))
+
 clean:
 	rm -rf build demo-out .pytest_cache .mypy_cache .ruff_cache
 

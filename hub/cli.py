@@ -39,7 +39,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"tryggheim decode: {args.hex!r} is not hex", file=sys.stderr)
             return 2
-        if args.mac is None or not _is_mac(args.mac):
+        if args.mac is None:
+            print("tryggheim decode: HEX needs the sender's MAC address: --mac "
+                  "AA:BB:CC:DD:EE:FF (it is part of the encryption nonce)", file=sys.stderr)
+            return 2
+        if not _is_mac(args.mac):
             print(f"tryggheim decode: --mac {args.mac!r} is not a MAC address", file=sys.stderr)
             return 2
     candidates: dict[str, bytes] = {}
@@ -93,9 +97,19 @@ def _is_mac(s: str) -> bool:
     )
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("tryggheim")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tryggheim", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"tryggheim {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the hub service")
     run.add_argument("--config", required=True,

@@ -279,9 +279,13 @@ class Hub:
         if self.home_assistant is not None:
             self.home_assistant.start()
         log.info("hub %s running for site %s", self.cfg.hub_id, self.cfg.site)
+        from hub import sdnotify  # systemd: READY=1; watchdog pings while the hub progresses
+
+        watchdog = sdnotify.start(self)
         try:
             await stop.wait()
         finally:
+            await sdnotify.stop(watchdog)
             ticker.cancel()
             if self.home_assistant is not None:
                 await self.home_assistant.stop()

@@ -230,13 +230,134 @@ def make(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, cwd=ROOT, timeout=300)
 
 
-def test_make_flash_dry_run(image: Path, hub_toml: Path) -> None:
-    p = make("DEVICE=door", "PORT=/dev/ttyUSB7", f"IMAGE={image}", f"HUB_CONFIG={hub_toml}",
+def test_make_flash_dry_run(board: SimBoardProcess, image: Path, hub_toml: Path) -> None:
+    p = make("DEVICE=door", f"PORT={board.port}", f"IMAGE={image}", f"HUB_CONFIG={hub_toml}",
              "ID=door-hall", "DRY_RUN=1")
     assert p.returncode == 0, p.stderr
-    assert "--chip esp32 --port /dev/ttyUSB7 --baud 460800 erase-flash" in p.stdout
-    assert "role door; id door-hall" in p.stdout
-    assert "[11/11] reset the board" in p.stdout
+    assert f"would run: {sys.executable} -m esptool --chip esp32 --port {board.port} " \
+        "--baud 460800 erase-flash" in p.stdout
+    assert "checked: role door" in p.stdout and "id door-hall" in p.stdout
+    assert "[12/12] reset the board" in p.stdout
+    assert board.files() == {} and hub_toml.read_text() == HUB_TOML
+
+
+# -- a dry run checks for real, and reports only checks it made ---------------------------
+def test_dry_run_finds_a_missing_port() -> None:
+    # It used to say "port /dev/ttyUSB7 exists and no other program has it open" and
+    # succeed without looking.
+    rc, out, err = run("--role", "pendant", "--port", "/dev/ttyUSB7", "--no-image", "--dry-run")
+    assert rc == 2 and "no port /dev/ttyUSB7" in err
+    assert "nothing was changed" not in out
+
+
+def test_dry_run_refuses_an_unknown_role(board: SimBoardProcess) -> None:
+    p = make("DEVICE=foo", f"PORT={board.port}", "IMAGE=none", "DRY_RUN=1")
+    assert p.returncode != 0
+    assert "device role 'foo': must be one of pendant, door, pir, bed, wearable" in p.stderr
+
+
+def test_dry_run_finds_a_bad_image(board: SimBoardProcess, tmp_path: Path) -> None:
+    page = tmp_path / "ESP32_GENERIC.bin"
+    page.write_text("<!DOCTYPE html><html>... the download page, saved by mistake")
+    rc, _, err = run("--role", "pendant", "--port", board.port, "--image", str(page),
+                     "--dry-run")
+    assert rc == 2 and "image not a firmware image" in err
+
+
+def test_dry_run_shows_the_ssh_commands_it_checked_with(
+    board: SimBoardProcess, hub_toml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ssh = tmp_path / "ssh"  # runs the remote command here, as the hub would; logs each call
+    log = tmp_path / "ssh.log"
+    ssh.write_text(f'#!/bin/sh\necho "$*" >> {log}\nshift 5\nexec sh -c "$*"\n')
+    ssh.chmod(0o755)
+    monkeypatch.setenv("TRYGGHEIM_SSH", str(ssh))
+    hub_cmd = f"{sys.executable} -m tools.provision"
+    rc, out, err = run("--role", "pir", "--port", board.port, "--no-image", "--id", "pir-hall",
+                       "--hub", "installer@hub.local", "--hub-config", str(hub_toml),
+                       "--hub-command", hub_cmd, "--dry-run")
+    assert rc == 0, err
+    calls = log.read_text().splitlines()
+    # What ran: the hub's check, and the check of this device as planned; nothing else.
+    assert [c.split(" -m tools.provision ")[1].split()[0] for c in calls] == [
+        "check", "key-fingerprint", "check"]
+    assert f"{hub_cmd} check --config {hub_toml} --id pir-hall --role pir --mac {MAC}" in out
+    assert (f"would run: {ssh} -o BatchMode=yes -o ConnectTimeout=10 installer@hub.local "
+            f"'{hub_cmd} register --config {hub_toml} --id pir-hall --role pir --mac {MAC}"
+            in out)
+    assert "< the key on stdin" in out
+    assert hub_toml.read_text() == HUB_TOML and board.files() == {}
+
+
+# -- every check that can fail runs before the board is written -----------------------------
+RULES = """
+[[device]]
+id = "door-front"
+role = "door"
+mac = "C0:FF:EE:00:00:03"
+
+[[device]]
+id = "pir-hall"
+role = "pir"
+mac = "C0:FF:EE:00:00:04"
+
+[[rules.wandering]]
+name = "front door at night"
+door = "door-front"
+window = "22:00-06:00"
+inside = ["pir-hall"]
+"""
+
+
+def test_a_door_in_a_wandering_rule_is_not_flashed_as_a_pendant(
+    board: SimBoardProcess, hub_toml: Path, image: Path, fake_esptool: Path
+) -> None:
+    hub_toml.write_text(HUB_TOML + RULES)
+    before = hub_toml.read_text()
+    rc, _, err = run("--role", "pendant", "--port", board.port, "--id", "door-front",
+                     "--image", str(image), "--hub-config", str(hub_toml))
+    assert rc == 2, err
+    assert "door-front as a pendant would break the hub config" in err
+    assert "is a pendant, expected door" in err
+    assert not fake_esptool.exists()  # never erased
+    assert board.files() == {} and hub_toml.read_text() == before
+
+
+def test_a_heartbeat_out_of_range_is_refused_before_the_erase(
+    board: SimBoardProcess, hub_toml: Path, image: Path, fake_esptool: Path
+) -> None:
+    rc, _, err = run("--role", "pendant", "--port", board.port, "--id", "pendant-1",
+                     "--image", str(image), "--hub-config", str(hub_toml), "--heartbeat-s", "30")
+    assert rc == 2 and "heartbeat_s 30: must be 60..86400" in err
+    assert not fake_esptool.exists()
+    assert_untouched(board, hub_toml)
+
+
+def test_an_image_for_another_chip_is_refused_before_the_erase(
+    board: SimBoardProcess, hub_toml: Path, tmp_path: Path, fake_esptool: Path
+) -> None:
+    s3 = tmp_path / "ESP32_GENERIC_S3.bin"
+    s3.write_bytes(b"\xe9\x03\x02\x4f" + bytes(8) + b"\x09\x00" + bytes(4082))
+    rc, _, err = run("--role", "pendant", "--port", board.port, "--image", str(s3),
+                     "--hub-config", str(hub_toml))
+    assert rc == 2 and "image for another chip" in err and "ESP32S3, not ESP32" in err
+    assert not fake_esptool.exists()
+    assert_untouched(board, hub_toml)
+
+
+def test_no_python_none_in_what_flash_says(
+    board: SimBoardProcess, hub_toml: Path, image: Path, fake_esptool: Path
+) -> None:
+    # A board provisioned but never used: config.json, no counter mark yet.
+    assert run("--role", "pendant", "--port", board.port, "--id", "pendant-1", "--no-image",
+               "--hub-config", str(hub_toml))[0] == 0
+    assert provision.COUNTER_FILE not in board.files()
+    for extra in (("--dry-run",), ()):
+        rc, out, err = run("--role", "pendant", "--port", board.port, "--image", str(image),
+                           "--hub-config", str(hub_toml), *extra)
+        assert rc == 0, err
+        assert "None" not in out + err
+        assert "the board was pendant-1 (pendant); no counter mark yet" in out
 
 
 def test_make_flash_against_the_simulated_board(board: SimBoardProcess, hub_toml: Path) -> None:
@@ -379,3 +500,26 @@ def test_a_sleeping_board_is_reset_through_the_usb_bridge_and_interrupted() -> N
 def test_a_port_without_modem_lines_is_not_reset(board: SimBoardProcess) -> None:
     with serial.Serial(board.port) as pty:
         assert not flash._reset_and_interrupt(pty, interrupt_s=0.05)
+
+
+def test_reflash_keeps_room_heartbeat_and_comments_in_the_hubs_devices_file(
+    board: SimBoardProcess, tmp_path: Path
+) -> None:
+    conf = tmp_path / "etc"  # an installed hub's config directory
+    conf.mkdir()
+    (conf / "site.toml").write_text(HUB_TOML.replace('data_dir = "var"',
+                                                     f'data_dir = "{tmp_path / "var"}"'))
+    args = ("--role", "pendant", "--port", board.port, "--id", "pendant-1", "--no-image",
+            "--hub-config", str(conf))
+    assert run(*args, "--room", "bedroom", "--heartbeat-s", "900")[0] == 0
+    devices = conf / "devices.toml"
+    # The admin annotates the entry.
+    text = devices.read_text().replace('room = "bedroom"',
+                                       'room = "bedroom"   # by the window, left side')
+    devices.write_text("# Storgata 1, flat 3\n" + text)
+    before = devices.read_text()
+    rc, _, err = run(*args)  # re-flashed, no ROOM, no heartbeat given
+    assert rc == 0, err
+    assert devices.read_text() == before
+    dev = hub_config.load(conf).devices["pendant-1"]
+    assert (dev.room, dev.heartbeat_s, dev.mac) == ("bedroom", 900, MAC)

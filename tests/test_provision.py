@@ -119,8 +119,96 @@ def test_config_edit_replaces_the_same_device_in_place() -> None:
     out = provision.config_with_device(HUB_TOML, reg("00" * 16, id="door-1", role="door",
                                                       mac="C0:FF:EE:00:00:09", room=""))
     devices = tomllib.loads(out)["device"]
-    assert devices == [{"id": "door-1", "role": "door", "mac": "C0:FF:EE:00:00:09"}]
+    # No ROOM given on a re-flash: the room the hub has stays.
+    assert devices == [{"id": "door-1", "role": "door", "mac": "C0:FF:EE:00:00:09",
+                        "room": "hall"}]
     assert out.count("[[device]]") == 1
+
+
+DEVICES_TOML = """\
+# Devices in the home. The key of device X is keys[X] in the keys file.
+[[device]]
+id = "pendant-1"   # the resident's own pendant
+role = "pendant"
+mac = "24:0A:C4:00:00:01"
+room = "bedroom"
+heartbeat_s = 900   # reports less often: a slow home
+# spare pendant below, kept charged in the hall
+[[device]]
+id = "pendant-2"
+role = "pendant"
+mac = "24:0A:C4:00:00:02"
+"""
+
+
+def test_reflash_keeps_room_heartbeat_and_comments() -> None:
+    # A re-flash gives what the installer typed: a new MAC (board swapped), no ROOM, no
+    # heartbeat. Everything else in the file stays as the admin wrote it.
+    out = provision.config_with_device(DEVICES_TOML, reg(mac="24:0a:c4:00:00:09", room=""))
+    assert out == DEVICES_TOML.replace('"24:0A:C4:00:00:01"', '"24:0A:C4:00:00:09"')
+    d = tomllib.loads(out)["device"][0]
+    assert d["room"] == "bedroom" and d["heartbeat_s"] == 900
+
+
+def test_reflash_changes_only_what_is_given() -> None:
+    out = provision.config_with_device(DEVICES_TOML, reg(id="pendant-2", room="hall",
+                                                         heartbeat_s=1200))
+    assert "# the resident's own pendant" in out and "# spare pendant below" in out
+    d = tomllib.loads(out)["device"]
+    assert d[0] == tomllib.loads(DEVICES_TOML)["device"][0]
+    assert d[1] == {"id": "pendant-2", "role": "pendant", "mac": "24:0A:C4:00:00:01",
+                    "room": "hall", "heartbeat_s": 1200}
+
+
+def test_a_new_device_goes_into_an_empty_devices_file() -> None:
+    out = provision.config_with_device(provision.DEVICES_HEADER, reg())
+    assert out.startswith(provision.DEVICES_HEADER)
+    assert tomllib.loads(out)["device"] == [{"id": "pendant-1", "role": "pendant",
+                                             "mac": "24:0A:C4:00:00:01", "room": "bedroom"}]
+
+
+RULES_WITH_DOOR = """\
+
+[[device]]
+id = "pir-hall"
+role = "pir"
+mac = "C0:FF:EE:00:00:03"
+
+[[wandering]]
+name = "front door at night"
+door = "door-1"
+window = "22:00-06:00"
+inside = ["pir-hall"]
+"""
+
+
+def test_check_with_a_plan_refuses_a_role_the_rules_cannot_use(hub_dir: Path) -> None:
+    toml = hub_dir / "hub.toml"
+    toml.write_text(HUB_TOML + RULES_WITH_DOOR.replace("[[wandering]]", "[[rules.wandering]]"))
+    before = toml.read_text()
+    hub = LocalHub(toml)
+    hub.check(Registration("door-1", "door", "", "", "", None))  # as it is: fine
+    with pytest.raises(ProvisionError, match=r"(?s)door-1 as a pendant would break.*is a "
+                                             r"pendant, expected door"):
+        hub.check(Registration("door-1", "pendant", "", "", "", None))
+    with pytest.raises(ProvisionError, match="heartbeat_s 5"):
+        hub.check(Registration("door-1", "door", "", "", "", 5))
+    assert toml.read_text() == before
+
+
+def test_the_provisioning_command_takes_its_config_once(hub_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # sudoers fixes `--config /etc/tryggheim` and lets the rest vary: a second --config in
+    # the rest must not win.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "hub.toml").write_text(HUB_TOML)
+    with pytest.raises(SystemExit) as e:
+        provision.main(["check", "--config", str(hub_dir / "hub.toml"),
+                        "--config", str(other / "hub.toml")])
+    assert e.value.code == 2 and "--config given twice" in capsys.readouterr().err
+    assert provision.main(["check", "--config", str(hub_dir / "hub.toml"), "--id", "door-1",
+                           "--role", "door", "--room", ""]) == 0
 
 
 def test_config_edit_quotes_names_safely() -> None:
@@ -265,3 +353,21 @@ def test_unreachable_hub_is_said_plainly(tmp_path: Path) -> None:
     missing = SshHub("hub.local", "/x", ssh=str(tmp_path / "no-such-ssh"))
     with pytest.raises(ProvisionError, match="hub unreachable: .* is not installed"):
         missing.check()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sudo's case: runs as root only")
+def test_run_as_root_the_files_it_makes_stay_the_hubs(hub_dir: Path) -> None:
+    # `sudo tryggheim-provision register` on a hub that never ran: the audit log it creates
+    # must belong to the hub's user, or the hub could not write its own audit log.
+    hub_uid, hub_gid = 65534, 65534  # stands in for the tryggheim user
+    data = hub_dir / "var"
+    data.mkdir()
+    os.chown(data, hub_uid, hub_gid)
+    os.chown(hub_dir, hub_uid, hub_gid)
+    os.chown(hub_dir / "keys.toml", hub_uid, hub_gid)
+    LocalHub(hub_dir / "hub.toml").register(reg())
+    for name in ("audit.jsonl",):
+        st = os.stat(data / name)
+        assert (st.st_uid, st.st_gid) == (hub_uid, hub_gid), name
+    st = os.stat(hub_dir / "keys.toml")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (hub_uid, 0o600)

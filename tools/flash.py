@@ -42,10 +42,14 @@ KEEP_AS_SOURCE = {"main.py"}
 # Where the MicroPython image goes in flash, per chip (MicroPython's download page).
 IMAGE_OFFSET = {"esp32": "0x1000", "esp32s2": "0x1000", "esp32s3": "0x0", "esp32c3": "0x0",
                 "esp32c6": "0x0"}
+# An ESP firmware image starts with this byte; bytes 12-13 (little endian) of its extended
+# header name the chip it was built for (esptool's IMAGE_CHIP_ID for each target).
+IMAGE_MAGIC = 0xE9
+IMAGE_CHIP_ID = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c6": 13}
 DEFAULT_HUB_CONFIG = "/etc/tryggheim"  # an installed hub's config directory (docs/ADMIN.md)
-# How tools.provision runs on an installed hub (docs/INSTALL.md puts the venv in /opt/tryggheim);
-# sudo -n: the installer's account needs a sudoers entry for exactly this (docs/INSTALLER.md).
-DEFAULT_HUB_COMMAND = "sudo -n /opt/tryggheim/.venv/bin/python -m tools.provision"
+# How tools.provision runs on a hub installed from the Debian package (packaging/); sudo -n:
+# the package's sudoers drop-in allows exactly this with --config /etc/tryggheim.
+DEFAULT_HUB_COMMAND = "sudo -n /usr/sbin/tryggheim-provision"
 
 
 class FlashError(Exception):
@@ -85,6 +89,27 @@ class Context:
 
 def say(msg: str) -> None:
     print(msg, flush=True)
+
+
+def check_image(path: Path, chip: str) -> None:
+    """The image is a file, an ESP firmware image, and built for `chip`: found before esptool
+    erases a working board."""
+    download = (f"Download the MicroPython firmware for {chip.upper()} from "
+                "https://micropython.org/download/ and give IMAGE=<path to the .bin> "
+                "(see docs/INSTALLER.md).")
+    if not path.is_file():
+        raise FlashError(f"image missing: {path} is not a file. {download}")
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[0] != IMAGE_MAGIC:
+        raise FlashError(f"image not a firmware image: {path} does not start like an ESP "
+                         f"firmware .bin (a web page, a .uf2 or an archive?). {download}")
+    chip_id = int.from_bytes(head[12:14], "little")
+    if chip_id != IMAGE_CHIP_ID.get(chip):
+        made_for = next((c for c, i in IMAGE_CHIP_ID.items() if i == chip_id),
+                        f"chip id {chip_id}")
+        raise FlashError(f"image for another chip: {path} is built for {made_for.upper()}, "
+                         f"not {chip.upper()}. {download}")
 
 
 # -- esptool -----------------------------------------------------------------------------
@@ -274,6 +299,12 @@ class Repl:
             self.t.close()
 
 
+def read_mac(repl: Repl) -> str:
+    mac = repl.eval("(lambda b: (b.active(True), b.config('mac')[1])[1])"
+                    "(__import__('bluetooth').BLE())")
+    return ":".join(f"{x:02X}" for x in bytes(mac))
+
+
 # -- the application files -----------------------------------------------------------------
 def compile_app(out_dir: Path, firmware: Path = ROOT / "firmware",
                 protocols: Path = ROOT / "protocols", compiled: bool = True) -> dict[str, bytes]:
@@ -327,6 +358,9 @@ class Step:
     title: str
     detail: Callable[[], list[str]]
     run: Callable[[], None]
+    # Checks and reads that change nothing run in a dry run too, so that what it reports
+    # as checked was checked.
+    dry: bool = False
 
 
 class Flow:
@@ -334,14 +368,18 @@ class Flow:
         self.o = opts
         self.c = Context()
         self.build_dir = build_dir
+        self._checked: Registration | None = None  # the plan the hub last accepted
 
     def steps(self) -> list[Step]:
         o = self.o
         steps = [
-            Step("check the inputs, the serial port and the hub", self._d_check, self._check),
+            Step("check the inputs, the image, the serial port and the hub", self._d_check,
+                 self._check, dry=True),
             Step("read what the board holds now (key, counter high-water mark)",
-                 lambda: [f"mpremote: raw REPL on {o.port}; read config.json, "
-                          f"{provision.COUNTER_FILE}"], self._read_board),
+                 lambda: [f"read: mpremote raw REPL on {o.port}: config.json, "
+                          f"{provision.COUNTER_FILE}, the MAC"], self._read_board, dry=True),
+            Step("check the device against the hub's config and rules", self._d_plan,
+                 self._plan_check, dry=True),
         ]
         if o.image is not None:
             steps += [
@@ -354,7 +392,8 @@ class Flow:
                                          str(o.image))),
             ]
         steps += [
-            Step("compile the application with mpy-cross", self._d_compile, self._compile),
+            Step("compile the application with mpy-cross", self._d_compile, self._compile,
+                 dry=True),
             Step("connect to MicroPython and check the chip",
                  lambda: [f"mpremote: raw REPL on {o.port}; os.uname().machine has "
                           f"{o.chip.upper()}"], self._connect),
@@ -375,10 +414,10 @@ class Flow:
         for i, step in enumerate(steps, 1):
             say(f"[{i}/{len(steps)}] {step.title}")
             if self.o.dry_run:
-                if step.run == self._compile:
-                    step.run()  # local only: the dry run then lists the real files
+                if step.dry:
+                    step.run()
                 for line in step.detail():
-                    say(f"      {line}")
+                    say(f"      {line}" if step.dry else f"      would run: {line}")
                 continue
             step.run()
         return self.c
@@ -386,24 +425,58 @@ class Flow:
     # -- check
     def _d_check(self) -> list[str]:
         o = self.o
-        return [f"role {o.role}; id {o.device_id or '<role>-<last 4 of MAC>'}",
-                f"port {o.port} exists and no other program has it open",
-                f"image {o.image}" if o.image else "image: keep the MicroPython on the board",
-                f"{o.hub.describe()}: readable and writable" if o.hub else "hub: not registered"]
+        hub = "hub: none given, the device will not be registered"
+        if isinstance(o.hub, SshHub):
+            hub = f"{o.hub.describe()}: config and keys valid and writable ({shlex.join(o.hub.command('check'))})"
+        elif o.hub is not None:
+            hub = f"{o.hub.describe()}: config and keys valid and writable"
+        return [f"checked: role {o.role} (pins in {provision.PINMAP.name}); id "
+                f"{o.device_id or 'from the board, or <role>-<last 4 of its MAC>'}; heartbeat "
+                f"{o.heartbeat_s or provision.HEARTBEAT_S[1]} s",
+                f"checked: image {o.image} is an {o.chip.upper()} firmware image" if o.image
+                else "image: none, the MicroPython on the board is kept",
+                f"checked: port {o.port} exists and no other program has it open",
+                f"checked: {hub}" if o.hub else hub]
 
     def _check(self) -> None:
         o = self.o
         provision.check_role(o.role)
+        provision.load_pinmap(o.role)
         if o.device_id:
             provision.check_id(o.device_id)
-        if o.image is not None and not o.image.is_file():
-            raise FlashError(
-                f"image missing: {o.image} is not a file. Download the MicroPython firmware "
-                f"for {o.chip.upper()} from https://micropython.org/download/ and give "
-                "IMAGE=<path to the .bin> (see docs/INSTALLER.md).")
+        provision.check_heartbeat(o.heartbeat_s)
+        if o.image is not None:
+            check_image(o.image, o.chip)
         check_port(o.port)
         if o.hub is not None:
             o.hub.check()
+
+    # -- the device as planned, against the hub (before anything is written to the board)
+    def _plan(self) -> Registration | None:
+        device_id = self.c.device_id or self.o.device_id or (self.c.old_config or {}).get("id")
+        if not device_id:
+            return None
+        return Registration(device_id, self.o.role, self.c.mac, "", self.o.room,
+                            self.o.heartbeat_s)
+
+    def _d_plan(self) -> list[str]:
+        o, plan = self.o, self._plan()
+        if o.hub is None:
+            return ["skipped: no hub given"]
+        if plan is None:
+            return ["the id is not known until the board's MAC is read: checked after "
+                    "MicroPython is on the board, before the application is written"]
+        line = (f"checked: {o.hub.describe()} accepts {plan.id} as a {o.role} (its own "
+                "loader: the rules and devices that name it)")
+        if isinstance(o.hub, SshHub):
+            line += f" ({shlex.join(o.hub.command('check', *o.hub.plan_args(plan)))})"
+        return [line]
+
+    def _plan_check(self) -> None:
+        plan = self._plan()
+        if self.o.hub is not None and plan is not None and plan != self._checked:
+            self.o.hub.check(plan)
+            self._checked = plan
 
     # -- read what is there
     def _read_board(self) -> None:
@@ -428,16 +501,25 @@ class Flow:
             counter = repl.read(provision.COUNTER_FILE)
             if counter is not None and counter.strip().isdigit():
                 self.c.old_counter = int(counter)
+            # The MAC now, so that a new board's id (<role>-<MAC>) is known before the erase.
+            # Only a head start: it is read again after the image is written.
+            try:
+                self.c.mac = read_mac(repl)
+            except Exception as e:  # mpremote's TransportError: the board's own error
+                say(f"      the board's MAC could not be read yet ({str(e).strip()[:80]})")
         finally:
             repl.close()
-        if self.c.old_config:
-            say(f"      the board was {self.c.old_config.get('id')!r} "
-                f"({self.c.old_config.get('role')}); counter mark {self.c.old_counter}")
+        old = self.c.old_config
+        if old:
+            mark = ("no counter mark yet" if self.c.old_counter is None
+                    else f"counter mark {self.c.old_counter}")
+            say(f"      the board was {old.get('id') or 'without an id'} "
+                f"({old.get('role') or 'no role'}); {mark}")
 
     def _early_key_decision(self) -> None:
         # Decided before the erase when the id is known: a board that cannot keep its key must
         # be refused while it is still intact.
-        if self.o.device_id or (self.c.old_config or {}).get("id"):
+        if self.o.device_id or (self.c.old_config or {}).get("id") or self.c.mac:
             self._decide_key()
 
     # -- compile
@@ -460,10 +542,11 @@ class Flow:
         if not have.endswith(want):
             raise FlashError(f"wrong chip: the board on {self.o.port} reports {machine!r}, "
                              f"not {self.o.chip.upper()}.")
-        mac = self.c.transport.eval(
-            "(lambda b: (b.active(True), b.config('mac')[1])[1])"
-            "(__import__('bluetooth').BLE())")
-        self.c.mac = ":".join(f"{x:02X}" for x in bytes(mac))
+        self.c.mac = read_mac(self.c.transport)
+        # Now the id and MAC are known for certain: the hub's check again, with both, before
+        # the application is written.
+        self._decide_key()
+        self._plan_check()
 
     def _copy(self) -> None:
         install_app(self.c.transport, self.c.files)
@@ -538,10 +621,20 @@ class Flow:
                                  "run make flash again.")
 
     def _d_register(self) -> list[str]:
-        if self.o.hub is None:
+        o = self.o
+        if o.hub is None:
             return ["skipped: no hub given (HUB=user@host or HUB_CONFIG=path)"]
-        return [f"{self.o.hub.describe()}: [[device]] id, role {self.o.role}, mac; "
-                "keys file entry (mode 0600); key sent on stdin, never on a command line"]
+        lines = [f"{o.hub.describe()}: [[device]] id, role {o.role}, mac; keys file entry "
+                 "(mode 0600)"]
+        if isinstance(o.hub, SshHub):
+            plan = self._plan() or Registration("<role>-<MAC>", o.role, "", "", o.room,
+                                                o.heartbeat_s)
+            reg = Registration(plan.id, o.role, self.c.mac or "<board MAC>", "", o.room,
+                               o.heartbeat_s)
+            lines.append(shlex.join(o.hub.register_command(reg)) + " < the key on stdin")
+        else:
+            lines.append("the hub's files replaced together after its loaders accept them")
+        return lines
 
     def _register(self) -> None:
         c = self.c

@@ -2,8 +2,9 @@
 
 Pure parts (device config, pin maps, editing the hub's config and keys texts) are separate from
 the two ways to reach a hub's files: `LocalHub` (the installer runs on the hub, or tests) and
-`SshHub` (the laptop reaches the hub over SSH and runs this module's `register` command there:
-`ssh HUB python3 -m tools.provision register --config /etc/tryggheim/hub.toml --id ... < key`).
+`SshHub` (the laptop reaches the hub over SSH and runs this module's `register` command there,
+installed on the hub as `tryggheim-provision`:
+`ssh HUB sudo -n /usr/sbin/tryggheim-provision register --config /etc/tryggheim --id ... < key`).
 
 A registration is all or nothing: the new config and keys files are written next to the old
 ones, checked with the hub's own loaders, and only then renamed over them (keys first; the
@@ -23,10 +24,13 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import tomlkit
+import tomlkit.exceptions
+import tomlkit.items
 
 from hub import config as hub_config
 from hub import keys as hub_keys
@@ -44,6 +48,8 @@ COUNTER_FILE = "counter_hwm"
 PINMAP = ROOT / "hardware" / "pinmap.json"
 HEARTBEAT_S = (60, 600, 86400)  # min, default, max: firmware/device.py apply_defaults
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+# Stands in for a board's MAC in a check made before the board's MAC can be read.
+PLACEHOLDER_MAC = "02:00:00:00:00:00"
 
 
 class ProvisionError(Exception):
@@ -82,6 +88,12 @@ def check_role(role: str) -> None:
         raise ProvisionError(f"device role {role!r}: must be one of {', '.join(ROLES)}")
 
 
+def check_heartbeat(heartbeat_s: int | None) -> None:
+    low, _, high = HEARTBEAT_S
+    if heartbeat_s is not None and not low <= heartbeat_s <= high:
+        raise ProvisionError(f"heartbeat_s {heartbeat_s}: must be {low}..{high} seconds")
+
+
 def load_pinmap(role: str, path: Path = PINMAP) -> dict[str, int]:
     """The role's pins (name -> GPIO) from the hardware pin map."""
     try:
@@ -107,10 +119,8 @@ def device_config(device_id: str, role: str, key: str, mac: str | None = None,
     check_id(device_id)
     check_role(role)
     check_key(key)
-    low, default, high = HEARTBEAT_S
-    hb = default if heartbeat_s is None else heartbeat_s
-    if not low <= hb <= high:
-        raise ProvisionError(f"heartbeat_s {hb}: must be {low}..{high} seconds")
+    check_heartbeat(heartbeat_s)
+    hb = HEARTBEAT_S[1] if heartbeat_s is None else heartbeat_s
     cfg: dict[str, Any] = {
         "id": device_id,
         "role": role,
@@ -124,54 +134,43 @@ def device_config(device_id: str, role: str, key: str, mac: str | None = None,
 
 
 # -- the hub's config text ---------------------------------------------------------------
-_HEADER = re.compile(r"^\s*\[")
-_DEVICE_HEADER = re.compile(r"^\s*\[\[\s*device\s*\]\]")
-
-
-def _toml_str(s: str) -> str:
-    return json.dumps(s)  # a JSON string is a valid TOML basic string
-
-
 DEVICES_HEADER = "# Devices in the home. The key of device X is keys[X] in the keys file.\n"
 
 
-def device_block(reg: Registration) -> str:
-    lines = ["[[device]]", f"id = {_toml_str(reg.id)}", f"role = {_toml_str(reg.role)}",
-             f"mac = {_toml_str(reg.mac.upper())}"]
-    if reg.room:
-        lines.append(f"room = {_toml_str(reg.room)}")
-    if reg.heartbeat_s is not None:  # the hub reports a device silent after its heartbeats
-        lines.append(f"heartbeat_s = {int(reg.heartbeat_s)}")
-    if reg.model:
-        lines.append(f"model = {_toml_str(reg.model)}")
-    return "\n".join(lines) + "\n"
-
-
 def config_with_device(text: str, reg: Registration) -> str:
-    """`text` with reg's [[device]] block replaced (same id) or appended; other text untouched."""
-    lines = text.splitlines(keepends=True)
-    blocks: list[tuple[int, int]] = []
-    i = 0
-    while i < len(lines):
-        if _DEVICE_HEADER.match(lines[i]):
-            j = i + 1
-            while j < len(lines) and not _HEADER.match(lines[j]):
-                j += 1
-            blocks.append((i, j))
-            i = j
-        else:
-            i += 1
-    for start, end in blocks:
-        body = "".join(lines[start + 1:end])
-        try:
-            existing = tomllib.loads(body)
-        except tomllib.TOMLDecodeError:
-            continue  # the hub's loader will name the problem; we do not guess
-        if existing.get("id") == reg.id:
-            trailing = "".join(x for x in lines[start + 1:end] if not x.strip())
-            return "".join(lines[:start]) + device_block(reg) + trailing + "".join(lines[end:])
-    sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
-    return text + sep + device_block(reg)
+    """`text` with reg's [[device]] entry updated (same id) or appended.
+
+    Edited with tomlkit, which keeps the file as it was written: comments, order, and what
+    the installer did not change (a re-flash without ROOM keeps the room, a device's
+    `heartbeat_s` stays unless a new one is given). Only id, role and mac are always set."""
+    try:
+        doc = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as e:
+        # The hub's loader would refuse it too; say where, do not guess.
+        raise ProvisionError(f"the hub's device list is not valid TOML: {e}") from None
+    devices = doc.get("device")
+    if devices is None:
+        devices = tomlkit.aot()
+        doc.append("device", devices)
+    elif not isinstance(devices, tomlkit.items.AoT):
+        raise ProvisionError("the hub's config has `device` but not as [[device]] tables")
+    entry = next((t for t in devices if t.get("id") == reg.id), None)
+    if entry is None:
+        if len(devices) and not text.endswith("\n\n"):
+            devices[-1].add(tomlkit.nl())  # a blank line between the entries
+        entry = tomlkit.table()
+        entry["id"] = reg.id
+        devices.append(entry)
+    entry["role"] = reg.role
+    entry["mac"] = reg.mac.upper()
+    if reg.room:
+        entry["room"] = reg.room
+    if reg.heartbeat_s is not None:  # the hub reports a device silent after its heartbeats
+        entry["heartbeat_s"] = int(reg.heartbeat_s)
+    if reg.model:  # an off-the-shelf sensor: the hub decodes it with hub/shelly.py
+        entry["model"] = reg.model
+    out = tomlkit.dumps(doc)
+    return out if out.endswith("\n") else out + "\n"
 
 
 def _write_private(path: Path, data: str, mode: int) -> None:
@@ -193,6 +192,17 @@ def _same_owner(new: Path, old: Path, fallback: Path) -> None:
     os.chown(new, st.st_uid, st.st_gid)
 
 
+def _owned_like_dir(directory: Path, paths: Any) -> None:
+    """Run as root (sudo), files made in the hub's data directory must be the hub's: a
+    root-owned audit log or SQLite journal would stop the hub from writing them."""
+    if os.geteuid() != 0:
+        return
+    st = os.stat(directory)
+    for p in paths:
+        if os.path.exists(p):
+            os.chown(p, st.st_uid, st.st_gid)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -205,8 +215,11 @@ def _fsync_dir(path: Path) -> None:
 class Hub(Protocol):
     def describe(self) -> str: ...
 
-    def check(self) -> None:
-        """Raise ProvisionError unless the config and keys file can be read and replaced."""
+    def check(self, plan: Registration | None = None) -> None:
+        """Raise ProvisionError unless the config and keys file can be read and replaced, and
+        (with `plan`) the hub's own loader accepts the device as planned: its role against
+        the rules that name it, its id, room and heartbeat. `plan.key` is not used; an empty
+        `plan.mac` means not known yet (checked again when registering)."""
         ...
 
     def key_fingerprint(self, device_id: str) -> str | None:
@@ -245,19 +258,34 @@ class LocalHub:
         except hub_config.ConfigError as e:
             raise ProvisionError(f"hub keys file is not valid:\n{e}") from None
 
-    def check(self) -> None:
+    def check(self, plan: Registration | None = None) -> None:
         cfg = self._load()
         self._keys(cfg.keys_file)
         for d in {self.devices_file.parent, cfg.keys_file.parent}:
             if not os.access(d, os.W_OK):
                 raise ProvisionError(f"{d}: not writable by this user; run as the hub's owner")
+        if plan is None:
+            return
+        check_id(plan.id)
+        check_role(plan.role)
+        check_heartbeat(plan.heartbeat_s)
+        known = cfg.devices.get(plan.id)
+        # The board's MAC may not be known before the erase: keep the registered one, or use
+        # a locally administered address no ESP32 ships with.
+        mac = plan.mac or (known.mac if known else PLACEHOLDER_MAC)
+        dev_file = self.devices_file
+        text = dev_file.read_text() if dev_file.exists() else DEVICES_HEADER
+        trial = Registration(plan.id, plan.role, mac, "", plan.room, plan.heartbeat_s)
+        self._validate(config_with_device(text, trial),
+                       f"{plan.id} as a {plan.role} would break the hub config")
 
     def key_fingerprint(self, device_id: str) -> str | None:
         cfg = self._load()
         key = self._keys(cfg.keys_file).get(device_id)
         return fingerprint(key.hex()) if key else None
 
-    def _validate(self, devices_text: str) -> None:
+    def _validate(self, devices_text: str,
+                  what: str = "registration would break the hub config") -> None:
         """Load the config as it would be with `devices_text`, with the hub's own loader."""
         target = self.devices_file
         with tempfile.TemporaryDirectory(prefix=".register-", dir=self.config.parent) as tmp:
@@ -277,7 +305,7 @@ class LocalHub:
             except hub_config.ConfigError as e:
                 shown = str(e).replace(str(trial / "devices.toml"), str(target))
                 shown = shown.replace(str(trial), str(self.config))
-                raise ProvisionError(f"registration would break the hub config:\n{shown}") from None
+                raise ProvisionError(f"{what}:\n{shown}") from None
             finally:
                 if not self.config.is_dir():
                     trial.unlink(missing_ok=True)
@@ -337,6 +365,7 @@ class LocalHub:
                 store.reset(device_id)
             finally:
                 store.close()
+            _owned_like_dir(cfg.data_dir, path.parent.glob(path.name + "*"))
 
     def _audit(self, cfg: hub_config.HubConfig, reg: Registration, rotated: bool,
                change: str) -> None:
@@ -348,6 +377,7 @@ class LocalHub:
             self.clock.now(), who, "rotate-device-key" if rotated else "register-device",
             "applied", device=reg.id, role=reg.role, mac=reg.mac.upper(),
             key_fingerprint=fingerprint(reg.key), diff=change)
+        _owned_like_dir(cfg.data_dir, [cfg.data_dir / "audit.jsonl"])
 
 
 class SshHub:
@@ -384,16 +414,30 @@ class SshHub:
             raise ProvisionError(f"on the hub {self.target}: {p.stderr.strip() or p.stdout}")
         return p.stdout
 
-    def check(self) -> None:
-        self._run("check")
+    def check(self, plan: Registration | None = None) -> None:
+        self._run("check", *self.plan_args(plan))
+
+    @staticmethod
+    def plan_args(plan: Registration | None, with_mac: bool = True) -> tuple[str, ...]:
+        if plan is None:
+            return ()
+        args = ["--id", plan.id, "--role", plan.role]
+        if with_mac and plan.mac:
+            args += ["--mac", plan.mac]
+        args += ["--room", plan.room]
+        if plan.heartbeat_s is not None:
+            args += ["--heartbeat-s", str(plan.heartbeat_s)]
+        return tuple(args)
+
+    def register_command(self, reg: Registration) -> list[str]:
+        """The ssh command line that registers `reg` (the key goes on its stdin)."""
+        return self.command("register", *self.plan_args(reg))
 
     def key_fingerprint(self, device_id: str) -> str | None:
         return self._run("key-fingerprint", "--id", device_id).strip() or None
 
     def register(self, reg: Registration) -> None:
-        extra = () if reg.heartbeat_s is None else ("--heartbeat-s", str(reg.heartbeat_s))
-        self._run("register", "--id", reg.id, "--role", reg.role, "--mac", reg.mac,
-                  "--room", reg.room, *extra, stdin=reg.key + "\n")
+        self._run("register", *self.plan_args(reg), stdin=reg.key + "\n")
 
 
 def fingerprint(key_hex: str) -> str:
@@ -402,25 +446,45 @@ def fingerprint(key_hex: str) -> str:
 
 
 # -- the command run on the hub (locally or through SSH) ---------------------------------
+class _Once(argparse.Action):
+    """An option that may be given only once. The installers' sudoers entry fixes
+    `--config /etc/tryggheim` and lets the rest of the line vary: a second --config must
+    not override the first (argparse would let the last one win)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        seen: set[str] = namespace.__dict__.setdefault("_given", set())
+        if self.dest in seen:
+            parser.error(f"{option_string} given twice")
+        seen.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.provision",
+    p = argparse.ArgumentParser(prog="tryggheim-provision",
                                 description="Register devices in a hub's config and keys file.")
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("check", "register", "key-fingerprint"):
         s = sub.add_parser(name)
-        s.add_argument("--config", required=True, help="the hub's configuration file")
-        if name != "check":
-            s.add_argument("--id", required=True)
-        if name == "register":
-            s.add_argument("--role", required=True, choices=ROLES)
-            s.add_argument("--mac", required=True)
-            s.add_argument("--room", default="")
-            s.add_argument("--heartbeat-s", type=int)
+        s.add_argument("--config", required=True, action=_Once,
+                       help="the hub's configuration directory or file")
+        s.add_argument("--id", required=name != "check", action=_Once)
+        if name != "key-fingerprint":
+            s.add_argument("--role", required=name == "register", choices=ROLES, action=_Once)
+            s.add_argument("--mac", required=name == "register", action=_Once)
+            s.add_argument("--room", default="", action=_Once)
+            s.add_argument("--heartbeat-s", type=int, action=_Once)
     args = p.parse_args(argv)
     hub = LocalHub(args.config)
     try:
         if args.cmd == "check":
-            hub.check()
+            plan = None
+            if args.id or args.role:
+                if not (args.id and args.role):
+                    raise ProvisionError("check: --id and --role go together")
+                plan = Registration(args.id, args.role, args.mac or "", "", args.room,
+                                    args.heartbeat_s)
+            hub.check(plan)
         elif args.cmd == "key-fingerprint":
             print(hub.key_fingerprint(args.id) or "")
         else:
@@ -429,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
                                       args.heartbeat_s))
             print(f"registered {args.id} ({args.role}, {args.mac.upper()})")
     except (ProvisionError, ValueError) as e:
-        print(f"tools.provision: {e}", file=sys.stderr)
+        print(f"tryggheim-provision: {e}", file=sys.stderr)
         return 2
     return 0
 

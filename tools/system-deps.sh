@@ -12,6 +12,8 @@ command -v dbus-daemon >/dev/null || need+=(dbus)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
+# make deb's test checks the sudoers drop-in with visudo.
+command -v visudo >/dev/null || [ -x /usr/sbin/visudo ] || need+=(sudo)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "Installing Debian packages: ${need[*]}"
 sudo=""
