@@ -262,7 +262,8 @@ class Outbox:
         if not self.reserve_bytes or self.reserve_path.exists():
             return True
         try:
-            with open(self.reserve_path, "wb") as f:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as f:
                 # Real bytes, not a sparse file: tmpfs and most filesystems count only those.
                 chunk = b"\0" * 65536
                 left = self.reserve_bytes
