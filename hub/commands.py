@@ -31,6 +31,22 @@ def command_topic(site: str) -> str:
     return f"{mqtt_schema.TOPIC_ROOT}/{site}/command"
 
 
+def parse_command(data: bytes) -> dict[str, Any] | None:
+    """A command object from raw bytes, or None. Bounded before parsing (size, nesting):
+    a poison message must cost microseconds, not the network thread."""
+    if len(data) > mqtt_schema.MAX_INCOMING_BYTES:
+        return None
+    if mqtt_schema.json_depth(data) > mqtt_schema.MAX_JSON_DEPTH:
+        return None
+    try:
+        cmd = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(cmd, dict) or cmd.get("kind") != "command":
+        return None
+    return cmd
+
+
 class CommandListener:
     def __init__(self, client: mqtt.Client, site: str,
                  handler: Callable[[dict[str, Any]], None]) -> None:
@@ -41,6 +57,7 @@ class CommandListener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seen: deque[str] = deque(maxlen=256)
         self.received = 0
+        self.refused = 0
 
     def attach(self) -> None:
         """Subscribe on every (re)connect, next to what the MQTT link itself does there.
@@ -61,15 +78,19 @@ class CommandListener:
             self.client.subscribe(self.topic, qos=1)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # paho's network thread: nothing may escape (it would kill the thread and the link).
         try:
-            cmd = json.loads(msg.payload)
-        except ValueError:
-            cmd = None
-        if not isinstance(cmd, dict) or cmd.get("kind") != "command":
-            log.warning("ignored a malformed command on %s", msg.topic)
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._deliver, cmd)
+            cmd = parse_command(bytes(msg.payload))
+            if cmd is None:
+                self.refused += 1
+                if self.refused <= 10 or self.refused % 1000 == 0:
+                    log.warning("ignored a malformed command on %s (%d bytes; %d so far)",
+                                msg.topic, len(msg.payload), self.refused)
+                return
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._deliver, cmd)
+        except Exception:
+            log.exception("command on %s could not be handled", msg.topic)
 
     def _deliver(self, cmd: dict[str, Any]) -> None:
         cid = str(cmd.get("id", ""))

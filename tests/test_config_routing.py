@@ -24,7 +24,7 @@ def test_relatives_get_copies_of_selected_alarms_only() -> None:
     alarm = route("home", routes, msg("alarm", "bed_exit", 2))
     assert [(t, o.msg_id) for t, o in alarm] == [
         ("tryggheim/v1/home/alarm", "m1"),
-        ("tryggheim/v1/home/to/relatives/alarm", "m1@relatives")]
+        ("tryggheim/v1/home/to/relatives/alarm", "m1:relatives")]
     assert alarm[1][1].payload["alarm_id"] == "a1"  # the same alarm, a different message
     assert alarm[0][1].payload["id"] == "m1"  # the original is not touched
     assert len(route("home", routes, msg("technical_alarm", "battery_low", 5))) == 1

@@ -206,7 +206,18 @@ def test_tls_with_a_self_signed_ca_and_client_certificate(workdir: Path) -> None
                 await until(lambda: hub.link.last_error, what="TLS error")
                 assert "not trusted" in str(hub.link.last_error)
                 assert "tls_ca" in str(hub.link.last_error)
-                assert hub.outbox.ids() == ["t2"]
+                await until(lambda: len(hub.outbox.ids()) == 2, what="technical alarm stored")
+                assert hub.outbox.ids()[0] == "t2"
+                assert hub.link.status()["problems"] == ["tls_failed"]
+            # The broker demands a client certificate and the hub has none: said, not silent.
+            no_cert = write_config(workdir / "nocert", broker.port, host="localhost",
+                                   extra_mqtt=f'tls_ca = "{tls.ca}"\n')
+            async with running(make_hub(no_cert)) as hub:
+                await hub.emit(outgoing("alarm", "t3"))
+                await until(lambda: hub.link.last_error, what="TLS error")
+                assert "client certificate" in str(hub.link.last_error), hub.link.last_error
+                assert "tls_cert" in str(hub.link.last_error)
+                assert hub.link.status()["problems"] == ["tls_failed"]
 
     asyncio.run(main())
 

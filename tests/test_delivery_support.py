@@ -39,15 +39,26 @@ def open_for_broker(path: Path) -> Path:
 
 
 def write_config(workdir: Path, port: int, host: str = "127.0.0.1", keepalive: int = 2,
-                 window: int = 20, extra_mqtt: str = "", hub_id: str = "hub-t") -> Path:
+                 window: int = 20, extra_mqtt: str = "", hub_id: str = "hub-t",
+                 extra: str = "", receipt_key: bytes | None = None) -> Path:
+    """A hub config; with `receipt_key`, the hub takes only receipts signed with it."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "hub.toml"
+    if receipt_key is not None:
+        write_key(workdir / "receipt.key", receipt_key)
+        extra_mqtt += 'receipt_key_file = "receipt.key"\n'
     path.write_text(
         f'[site]\nid = "{SITE}"\n\n[hub]\nid = "{hub_id}"\ndata_dir = "var"\n\n'
         f'[mqtt]\nhost = "{host}"\nport = {port}\nkeepalive = {keepalive}\nwindow = {window}\n'
         f"receipt_timeout_s = 0.5\nheartbeat_s = 1\n{extra_mqtt}\n"
-        '[radio]\nkind = "virtual"\nair = "air.sock"\n'
+        '[radio]\nkind = "virtual"\nair = "air.sock"\n' + extra
     )
+    return path
+
+
+def write_key(path: Path, key: bytes) -> Path:
+    path.write_text(key.hex() + "\n")
+    path.chmod(0o600)
     return path
 
 
