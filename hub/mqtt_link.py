@@ -242,6 +242,7 @@ class MqttLink:
         self.refused_commands = 0
         self.rebuilds = 0  # clients replaced by the watchdog
         self.connects = 0  # connections the broker accepted
+        self.connected_at: float | None = None  # monotonic time of the last connection
         self.last_error: str | None = None
         self.on_delivered: list[DeliveredCallback] = []
         self.status_provider: StatusProvider | None = None
@@ -470,6 +471,7 @@ class MqttLink:
     def _set_connected(self, up: bool) -> None:
         self.connected = up
         if up:
+            self.connected_at = self.mono()
             # A new connection: nothing is in flight any more (paho's leftovers were
             # dropped), and whatever waits for a receipt goes out again now.
             self._inflight.clear()
@@ -606,6 +608,8 @@ class MqttLink:
         if not self.connected:
             await self._check_urgent()
             return
+        # Connected: what would make a lost connection urgent is known without a query.
+        self._urgent = bool(self._unconfirmed) or any(r.receipt for r in self._inflight.values())
         free = self.settings.window - len(self._inflight)
         if free <= 0:
             return
