@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,9 @@ class Hub:
         self.rule_store.load_into(self.rules)  # pending timers resume where they were
         self.outbox = Outbox(self.db, budget_bytes=int(cfg.mqtt.outbox_budget_mb * 1e6))
         self.committer = GroupCommitter(self.outbox, self.clock.now, self._store_problem)
+        slow = os.environ.get("TRYGGHEIM_TEST_SLOW_COMMIT_S")
+        if slow:  # tests/test_chaos.py: wide windows around each commit, for kills to hit
+            self.committer.hook = lambda where, s=float(slow): time.sleep(s)
         self.link = MqttLink(
             cfg.mqtt, cfg.hub_id, self.outbox, mqtt_schema.topic(cfg.site, "hub"),
             receipt_topic=mqtt_schema.topic(cfg.site, "receipt"), clock=self.clock,
