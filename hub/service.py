@@ -24,7 +24,7 @@ from hub.radio_capture import CaptureWriter
 from hub.routing import route
 from hub.rules import Outgoing, RuleEngine, new_id
 from hub.rules.store import RuleStateStore
-from hub.store import DB_NAME, Database
+from hub.store import DB_NAME, Database, import_legacy
 from protocols import mqtt_schema, scaip
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ class Hub:
         # One database for everything a decision changes (hub/store.py): damage found at
         # open is set aside and reported (technical alarms once running), never fatal.
         self.db = Database(cfg.data_dir / DB_NAME)
+        import_legacy(self.db, cfg.data_dir)  # an older hub's counters and ack state
         self.counters = CounterStore(self.db)
         self.decoder = AdvertDecoder(cfg.device_by_mac(), self.counters, self._radio_alert)
         self.capture = CaptureWriter(capture) if capture is not None else None

@@ -134,7 +134,7 @@ class Database:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA journal_size_limit=1048576")
-        self.conn.execute("PRAGMA wal_autocheckpoint=100")
+        self.conn.execute("PRAGMA wal_autocheckpoint=250")
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.executescript(SCHEMA)
         if not self.memory:
@@ -317,3 +317,38 @@ SQL_VARIABLES = 500  # well below SQLite's limit (32766 since 3.32; 999 before)
 def chunks(items: Sequence[T], n: int = SQL_VARIABLES) -> Iterator[list[T]]:
     for i in range(0, len(items), n):
         yield list(items[i:i + n])
+
+
+# Files of hubs before the one database: taken over once at start, then renamed.
+LEGACY = (("counters.sqlite", "counters", "device, counter"),
+          ("acks.sqlite", "awaiting_receipt", "msg_id, device, counter, advert, created"))
+
+
+def import_legacy(db: Database, data_dir: Path) -> int:
+    """Counters and acknowledgement state from an older hub's own files (what is already in
+    the database wins). A damaged one is set aside and reported like the database."""
+    n = 0
+    for name, table, cols in LEGACY:
+        path = data_dir / name
+        if not path.exists():
+            continue
+        try:
+            src = sqlite3.connect(path, isolation_level=None)
+            try:
+                rows = src.execute(f"SELECT {cols} FROM {table}").fetchall()
+            finally:
+                src.close()
+        except sqlite3.Error as e:
+            aside = set_aside(path, str(e))
+            db.problems.append(Problem("store_damaged", f"{path}: {e}; set aside as"
+                                       f" {aside.name}"))
+            continue
+        marks = ",".join("?" * len(cols.split(",")))
+        with db.transaction() as conn:
+            conn.executemany(f"INSERT OR IGNORE INTO {table}({cols}) VALUES ({marks})", rows)
+        n += len(rows)
+        os.replace(path, path.with_name(name + ".imported"))
+        for s in _SIDECARS:
+            path.with_name(name + s).unlink(missing_ok=True)
+        log.info("took over %d row(s) of %s from %s", len(rows), table, path)
+    return n

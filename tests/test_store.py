@@ -322,3 +322,24 @@ def test_standalone_ack_store_keeps_the_obligation_until_the_device_heard_it(
         await acks.close()
 
     asyncio.run(main())
+
+
+def test_an_older_hubs_counters_are_taken_over_so_replays_stay_refused(tmp_path: Path) -> None:
+    d = tmp_path / "etc"
+    write_config_dir(d, free_port())
+    data = d / "var"
+    data.mkdir()
+    old = sqlite3.connect(data / "counters.sqlite")
+    old.execute("CREATE TABLE counters(device TEXT PRIMARY KEY, counter INTEGER NOT NULL)")
+    old.execute("INSERT INTO counters VALUES (?, 500)", (PENDANT,))
+    old.commit()
+    old.close()
+    (data / "acks.sqlite").write_bytes(b"not a database at all" * 100)
+    hub = hub_in(d)
+    assert hub.counters.last(PENDANT) == 500
+    hub.decoder.on_alert = None  # (the technical alarm needs the running hub)
+    assert hub.decoder.decode(press(400)) is None  # a recording from before the upgrade
+    assert hub.decoder.stats["replay"] == 1
+    assert (data / "counters.sqlite.imported").exists()
+    assert [p.type for p in hub.db.problems] == ["store_damaged"]  # the acks file
+    hub.db.close()
