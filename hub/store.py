@@ -134,7 +134,7 @@ class Database:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA journal_size_limit=1048576")
-        self.conn.execute("PRAGMA wal_autocheckpoint=250")
+        self.conn.execute("PRAGMA wal_autocheckpoint=200")
         self.conn.execute("PRAGMA busy_timeout=5000")
         self.conn.executescript(SCHEMA)
         if not self.memory:

@@ -343,3 +343,24 @@ def test_an_older_hubs_counters_are_taken_over_so_replays_stay_refused(tmp_path:
     assert (data / "counters.sqlite.imported").exists()
     assert [p.type for p in hub.db.problems] == ["store_damaged"]  # the acks file
     hub.db.close()
+
+
+def test_the_wal_files_stay_within_the_reserve_kept_for_alarms(tmp_path: Path) -> None:
+    """Before: counters and acks had WAL files of their own, checkpointed at SQLite's default
+    1000 pages and never truncated: megabytes the disk-full reserve (1 MiB) does not cover."""
+    hub = hub_in(tmp_path / "etc")
+    data = hub.cfg.data_dir
+
+    async def main() -> None:
+        async with running(hub):
+            for i in range(1500):
+                hub.on_advert(heartbeat(DOOR, 10 + i))
+                if i % 50 == 0:
+                    hub.on_advert(press(1000 + i))
+                await asyncio.sleep(0)  # one decision at a time: 1,500 commits
+            await until(lambda: hub.counters.last(DOOR) == 1509 and not hub.committer._pending,
+                        what="all committed")
+            wal = sum(p.stat().st_size for p in data.glob("*-wal"))
+            assert wal <= hub.outbox.reserve_bytes, wal
+
+    asyncio.run(main())

@@ -435,7 +435,7 @@ def bench_fsyncs(d: Path, n: int = 100) -> None:
     print(f"fsyncs per alarm on the hub's path (kernel-counted, {n} alarms, advert to "
           f"'help is coming' on the pendant): {len(syncs) / n:.2f} (goal 1): "
           f"{wal / n:.2f} on the WAL (one per decision commit, plus the checkpoints' and WAL"
-          f" restarts'), {main / n:.2f} on the database file (checkpoints, every ~1 MB of "
+          f" restarts'), {main / n:.2f} on the database file (checkpoints, every 200 pages of "
           f"WAL), {(len(syncs) - wal - main) / n:.2f} elsewhere; decision commits per alarm "
           f"1 (tests/test_store.py)")
 
