@@ -39,6 +39,8 @@ def message(kind, msg_id, site, device, type_, priority, time_iso, **fields):
         "priority": priority,
         "time": time_iso,
     }
+    if kind in ("alarm", "technical_alarm") and "state" not in fields:
+        msg["state"] = "raised"  # an alarm without a state is one being raised
     msg.update(fields)
     # SCAIP device-type and status codes; the hub corrects dty with the device's role
     # (scaip.annotate) before it stores the message.

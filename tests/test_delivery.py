@@ -559,6 +559,7 @@ def test_budget_full_drops_telemetry_raises_technical_alarm_keeps_alarms(
     asyncio.run(main())
 
 
+@pytest.mark.schema_exempt("z1", "z2")  # incomplete on purpose: the consumer is tested
 def test_consumer_receipts_only_to_the_site_of_the_topic(workdir: Path) -> None:
     import json
 

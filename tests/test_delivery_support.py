@@ -24,7 +24,7 @@ from hub import config
 from hub.radio import AdvertCallback
 from hub.rules import Outgoing
 from hub.service import Hub
-from protocols import mqtt_schema
+from protocols import mqtt_schema, scaip
 
 SITE = "t-site"
 
@@ -63,13 +63,24 @@ def write_key(path: Path, key: bytes) -> Path:
 
 
 def outgoing(kind: str, msg_id: str, pad: int = 0) -> Outgoing:
+    """A message as the rules would make it (valid under protocols/schemas: the schema
+    watch in tests/conftest.py checks everything the hub publishes)."""
     priority = {"alarm": mqtt_schema.PRIORITY_CRITICAL,
+                "alarm_cleared": mqtt_schema.PRIORITY_CRITICAL,
                 "technical_alarm": mqtt_schema.PRIORITY_TECHNICAL}.get(
                     kind, mqtt_schema.PRIORITY_INFO)
-    payload = mqtt_schema.message(kind, msg_id, SITE, None, "test", priority,
-                                  "2026-01-01T00:00:00.000+01:00",
-                                  **({"pad": "x" * pad} if pad else {}))
-    return Outgoing(kind, None, priority, payload)
+    fields: dict[str, Any] = {"pad": "x" * pad} if pad else {}
+    type_, device = "test", None
+    if kind in ("alarm", "alarm_cleared"):
+        type_, device = "alarm_button", "pendant-1"
+        fields.update(state="raised" if kind == "alarm" else "cleared", alarm_id=msg_id)
+    elif kind == "technical_alarm":
+        type_, device = "battery_low", "pendant-1"
+        fields.update(state="raised")
+    payload = mqtt_schema.message(kind, msg_id, SITE, device, type_, priority,
+                                  "2026-01-01T00:00:00.000+01:00", **fields)
+    scaip.annotate(payload, "pendant" if device else None)
+    return Outgoing(kind, device, priority, payload)
 
 
 class SilentRadio:
