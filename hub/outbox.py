@@ -1,14 +1,18 @@
 """Durable outbox: every outgoing message is committed here (fsync'd) before anything else.
 
 SQLite in WAL mode with synchronous=FULL: a committed row survives kill -9 and power loss
-(NORMAL could roll back the last commits on power loss). Appends are batched into one
-transaction (group commit), so a burst costs one fsync, not one per message.
+(NORMAL could roll back the last commits on power loss). The outbox is a table of the hub's
+one database (hub/store.py): a `Decision` (the messages of one advert, timer or command, with
+the counters, rule state and acknowledgement state it changed) commits as a whole, and the
+decisions waiting for the disk are batched into one transaction (group commit), so a burst
+costs one fsync, not one per message.
 
 A row's life: appended (pending) -> published -> PUBACK. Telemetry is deleted at PUBACK. Rows
 that need an end-to-end receipt (alarms) stay, with `next_try` pushed into the future, until
 the response centre's receipt names their id; if none comes they are published again (same
-id) with back-off. Bookkeeping after the append (PUBACK, back-off, receipts) is not critical:
-losing it in a crash only means a re-send, which receivers de-duplicate.
+id) with back-off. Bookkeeping after the append (PUBACK, back-off, receipts) needs no fsync
+of its own: losing it in a power cut only means a re-send, which receivers de-duplicate, and
+a receipt's deletion and the "help is coming" it makes owed are lost or kept together.
 
 Disk use is bounded by a byte budget over the stored messages: when a new message does not
 fit, the oldest messages of the least urgent priority that do not need a receipt are dropped

@@ -364,3 +364,21 @@ def test_the_wal_files_stay_within_the_reserve_kept_for_alarms(tmp_path: Path) -
             assert wal <= hub.outbox.reserve_bytes, wal
 
     asyncio.run(main())
+
+
+def test_an_unreadable_rule_state_is_kept_aside_and_the_engine_starts_empty(
+        tmp_path: Path) -> None:
+    from hub.rules.store import RuleStateStore
+    from hub.store import write_rule_state
+
+    d = tmp_path / "etc"
+    write_config_dir(d, free_port())
+    db = Database(d / "var" / DB_NAME)
+    with db.transaction() as conn:
+        write_rule_state(conn, b'{"version": 1, "rules": ')
+    hub = hub_in(d)  # starts
+    assert hub.rules.book.active == {}
+    assert (d / "var" / "rules_state.corrupt").read_bytes() == b'{"version": 1, "rules": '
+    assert not RuleStateStore(hub.db).load_into(hub.rules)
+    hub.db.close()
+    db.close()

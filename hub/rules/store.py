@@ -63,7 +63,9 @@ class RuleStateStore:
             log.error("rule state in %s unreadable (%s): kept as %s, starting fresh",
                       self.db.path, e, aside)
             try:
-                aside.write_bytes(bytes(row[0]))
+                fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with open(fd, "wb") as f:
+                    f.write(bytes(row[0]))
             except OSError:
                 pass
             return False
