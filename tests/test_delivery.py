@@ -417,46 +417,7 @@ def test_healthy_link_sends_each_message_once(workdir: Path) -> None:
     asyncio.run(main())
 
 
-ACL = (Path(__file__).resolve().parents[1] / "docs" / "DELIVERY.md").read_text().split(
-    "in Mosquitto\nsyntax:\n\n```\n")[1].split("```")[0]
-
-
-def test_documented_acl_lets_a_hub_write_only_its_site_and_read_its_receipts(
-    workdir: Path,
-) -> None:
-    async def main() -> None:
-        users = {SITE: "hub-pw", "response-centre": "rc-pw", "other-site": "x"}
-        with Mosquitto(workdir / "broker", users=users, acl=ACL) as broker:
-            pw = workdir / "mqtt.pw"
-            pw.write_text("hub-pw\n")
-            pw.chmod(0o600)
-            cfg = write_config(workdir, broker.port,
-                               extra_mqtt=f'username = "{SITE}"\npassword_file = "mqtt.pw"\n')
-            centre = ResponseCentre("127.0.0.1", broker.port, client_id="response-centre",
-                                    username="response-centre", password="rc-pw").start()
-            try:
-                async with running(make_hub(cfg)) as hub:
-                    await hub.emit(outgoing("alarm", "acl1"))
-                    await hub.emit(outgoing("status", "acl2"))
-                    await until(lambda: {"acl1", "acl2"} <= centre.seen_ids, what="delivery")
-                    await until(lambda: hub.outbox.depth() == 0, what="receipt came back")
-                    assert hub.link.rejected == 0
-            finally:
-                centre.stop()
-            # Another home's hub can neither forge receipts nor write this site.
-            forger = ResponseCentre("127.0.0.1", broker.port, client_id="forger", group=None,
-                                    username="other-site", password="x").start()
-            try:
-                acks: list[Any] = []
-                forger.client.on_publish = lambda c, u, mid, rc, p: acks.append(rc)
-                forger.send_receipt(SITE, ["acl1"])
-                forger.client.publish(f"tryggheim/v1/{SITE}/alarm", b"{}", qos=1)
-                wait_sync(lambda: len(acks) == 2, what="PUBACKs")
-                assert all(rc.is_failure and rc.value == 0x87 for rc in acks)
-            finally:
-                forger.stop()
-
-    asyncio.run(main())
+# The shipped ACL is tested in tests/test_link_security.py.
 
 
 def test_hub_killed_at_random_points_in_bursts_loses_no_stored_alarm(workdir: Path) -> None:
