@@ -119,6 +119,21 @@ def _row(r: tuple[int, str, str, str, bytes, int, int, int]) -> Row:
     return Row(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], bool(r[6]), r[7])
 
 
+def _intact(r: tuple[object, ...]) -> bool:
+    """A row read from a damaged file that is still the message it was (else: not sent)."""
+    msg_id, kind, topic, payload, prio, created, receipt, size = r
+    if not (isinstance(msg_id, str) and isinstance(kind, str) and isinstance(topic, str)
+            and isinstance(payload, bytes) and isinstance(prio, int)
+            and isinstance(created, (int, float)) and isinstance(receipt, int)
+            and isinstance(size, int)):
+        return False
+    try:
+        msg = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(msg, dict) and msg.get("id") == msg_id and msg.get("kind") == kind
+
+
 def is_disk_full(e: BaseException) -> bool:
     if isinstance(e, sqlite3.Error):
         return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(e)
@@ -166,8 +181,9 @@ class Outbox:
 
     def _salvage(self) -> int:
         """Messages still readable in a damaged file set aside at open go out again."""
-        rows = self.store.salvage("outbox", "msg_id, kind, topic, payload, priority, created,"
-                                  " receipt, size")
+        rows = [r for r in self.store.salvage("outbox", "msg_id, kind, topic, payload,"
+                                              " priority, created, receipt, size")
+                if _intact(r)]
         if not rows:
             return 0
         with self.store.transaction():

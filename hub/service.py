@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from hub.radio_capture import CaptureWriter
 from hub.routing import route
 from hub.rules import Outgoing, RuleEngine, new_id
 from hub.rules.store import RuleStateStore
-from hub.store import DB_NAME, Database, import_legacy
+from hub.store import DB_NAME, Database, Problem, import_legacy, set_aside
 from protocols import mqtt_schema, scaip
 
 log = logging.getLogger(__name__)
@@ -64,15 +65,18 @@ class Hub:
         self.clock = clock or SystemClock()
         # One database for everything a decision changes (hub/store.py): damage found at
         # open is set aside and reported (technical alarms once running), never fatal.
-        self.db = Database(cfg.data_dir / DB_NAME)
-        import_legacy(self.db, cfg.data_dir)  # an older hub's counters and ack state
-        self.counters = CounterStore(self.db)
+        try:
+            self._open_stores()
+        except sqlite3.DatabaseError as e:  # damage the quick check at open did not see
+            path = cfg.data_dir / DB_NAME
+            if getattr(self, "db", None) is not None:
+                self.db.conn.close()
+            aside = set_aside(path, str(e))
+            self._open_stores()
+            self.db.problems.insert(0, Problem("store_damaged", f"{path}: {e}; set aside as"
+                                               f" {aside.name}"))
         self.decoder = AdvertDecoder(cfg.device_by_mac(), self.counters, self._radio_alert)
         self.capture = CaptureWriter(capture) if capture is not None else None
-        self.rules = RuleEngine(cfg.site, cfg.timezone, devices=cfg.devices, settings=cfg.rules)
-        self.rule_store = RuleStateStore(self.db)
-        self.rule_store.load_into(self.rules)  # pending timers resume where they were
-        self.outbox = Outbox(self.db, budget_bytes=int(cfg.mqtt.outbox_budget_mb * 1e6))
         self.committer = GroupCommitter(self.outbox, self.clock.now, self._store_problem)
         slow = os.environ.get("TRYGGHEIM_TEST_SLOW_COMMIT_S")
         if slow:  # tests/test_chaos.py: wide windows around each commit, for kills to hit
@@ -105,6 +109,16 @@ class Hub:
         from hub.admin import Admin
 
         self.admin = Admin(self)
+
+    def _open_stores(self) -> None:
+        cfg = self.cfg
+        self.db = Database(cfg.data_dir / DB_NAME)
+        import_legacy(self.db, cfg.data_dir)  # an older hub's counters and ack state
+        self.counters = CounterStore(self.db)
+        self.rules = RuleEngine(cfg.site, cfg.timezone, devices=cfg.devices, settings=cfg.rules)
+        self.rule_store = RuleStateStore(self.db)
+        self.rule_store.load_into(self.rules)  # pending timers resume where they were
+        self.outbox = Outbox(self.db, budget_bytes=int(cfg.mqtt.outbox_budget_mb * 1e6))
 
     def on_advert(self, advert: Advert) -> None:
         if self.capture is not None:

@@ -100,14 +100,15 @@ def _check(path: Path) -> str | None:
     """None if SQLite reads the file and quick_check passes, else what is wrong."""
     try:
         db = sqlite3.connect(path, isolation_level=None)
+        db.text_factory = bytes  # the report may quote damaged bytes
         try:
             rows = db.execute("PRAGMA quick_check").fetchall()
         finally:
             db.close()
     except sqlite3.Error as e:
         return str(e)
-    if rows != [("ok",)]:
-        return "; ".join(str(r[0]) for r in rows[:3])
+    if rows != [(b"ok",)]:
+        return "; ".join(bytes(r[0]).decode(errors="replace") for r in rows[:3])
     return None
 
 
@@ -220,12 +221,17 @@ class Database:
         rows: list[tuple[object, ...]] = []
         try:
             db = sqlite3.connect(f"file:{self._damaged}?mode=ro", uri=True)
+            db.text_factory = bytes
             try:
                 for r in db.execute(f"SELECT {columns} FROM {table}"):
-                    rows.append(tuple(r))
+                    try:  # a row with damaged text is garbage: skipped
+                        rows.append(tuple(v.decode() if isinstance(v, bytes) and i < 3 else v
+                                          for i, v in enumerate(r)))
+                    except UnicodeDecodeError:
+                        continue
             finally:
                 db.close()
-        except sqlite3.Error as e:
+        except Exception as e:  # whatever the damage does, it must not stop the hub
             log.warning("salvage of %s from %s stopped: %s", table, self._damaged, e)
         return rows
 

@@ -175,8 +175,15 @@ class Chaos:
             proc = start_hub(self.cfg, self.hub_log)
         finally:
             del os.environ["TRYGGHEIM_TEST_SLOW_COMMIT_S"]
-        self._wait(lambda: self.hub_log.read_text().count("running for site") > runs, 60,
-                   "hub running")
+        try:
+            self._wait(lambda: self.hub_log.read_text().count("running for site") > runs
+                       or proc.poll() is not None, 60, "hub running")
+        except AssertionError:
+            proc.kill()
+            raise
+        if proc.poll() is not None:
+            tail = "\n".join(self.hub_log.read_text().splitlines()[-30:])
+            raise AssertionError(f"the hub exited at start (rc {proc.returncode}):\n{tail}")
         return proc
 
     def _kill_hub(self) -> None:

@@ -382,3 +382,31 @@ def test_an_unreadable_rule_state_is_kept_aside_and_the_engine_starts_empty(
     assert not RuleStateStore(hub.db).load_into(hub.rules)
     hub.db.close()
     db.close()
+
+
+def test_random_damage_never_stops_the_hub_from_starting(tmp_path: Path) -> None:
+    """As the chaos soak does it: garbage at a random place of a database with messages in
+    it (before: a damaged page could make the integrity report itself undecodable, and the
+    hub exited at start)."""
+    import random
+
+    rng = random.Random(5)
+    good = tmp_path / "good.sqlite"
+    ob = Outbox(good, reserve_bytes=0)
+    ob.append_many([("t/alarm", outgoing("alarm", f"a{i}", pad=300)) for i in range(300)],
+                   0.0)
+    ob.close()
+    port = free_port()
+    for trial in range(30):
+        d = tmp_path / f"t{trial}"
+        write_config_dir(d, port)
+        (d / "var").mkdir()
+        path = d / "var" / DB_NAME
+        shutil.copy(good, path)
+        with open(path, "r+b") as f:
+            f.seek(rng.randint(0, path.stat().st_size - 1))
+            f.write(bytes(rng.randrange(256) for _ in range(rng.randint(1, 4096))))
+        hub = hub_in(d)
+        assert set(hub.outbox.ids()) <= {f"a{i}" for i in range(300)}
+        assert [p.type for p in hub.db.problems] in ([], ["store_damaged"])
+        hub.db.close()
