@@ -37,6 +37,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ RECEIVER_SILENT_MIN_S = 60.0
 # Unconfirmed alarms are re-sent at least this often (flow control bounds the load).
 RECEIPT_BACKOFF_CAP_S = 60.0
 RESCAN_S = 5.0
+SETTLE_EVERY_S = 0.1  # telemetry done at PUBACK is written back at least this often
 NO_MATCHING_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, but nobody was subscribed
 # At most this many messages published and not yet confirmed by a receipt (times the
 # window, at least 100). End-to-end flow control: without it a hub with a large backlog
@@ -272,6 +274,12 @@ class MqttLink:
         self._waiting: list[tuple[int, float]] = []  # (seq, next try) for alarms
         self._due: list[float] = []  # heap of next-try times scheduled by this process
         self._receipts: list[tuple[str, list[str]]] = []  # (receiver, ids)
+        self._ready: deque[Row] = deque()  # fetched ahead, in delivery order, not yet sent
+        self._acks_lock = threading.Lock()
+        self._acks_in: list[tuple[int, bool, str, bool]] = []  # from paho's thread
+        self._acks_scheduled = False
+        self._settled_at = 0.0
+        self._settling: asyncio.Task[None] | None = None
         self._attempt = 0  # reconnect attempts since the last good connection
         self._refused = False  # the broker itself refused us last time (back off)
         self._connack = False  # a CONNACK came on the current connection
@@ -431,8 +439,23 @@ class MqttLink:
         if client is not self.client:
             return
         self._progress_at = self.mono()
-        self._call(self._acked, mid, rc.is_failure, str(rc),
-                   rc.value == NO_MATCHING_SUBSCRIBERS)
+        ack = (mid, rc.is_failure, str(rc) if rc.is_failure else "",
+               rc.value == NO_MATCHING_SUBSCRIBERS)
+        # PUBACKs are handed to the event loop in batches: one wake-up for all that came
+        # in meanwhile, not one per message (a backlog replay is thousands per second).
+        with self._acks_lock:
+            self._acks_in.append(ack)
+            if self._acks_scheduled:
+                return
+            self._acks_scheduled = True
+        self._call(self._drain_acks)
+
+    def _drain_acks(self) -> None:
+        with self._acks_lock:
+            acks, self._acks_in = self._acks_in, []
+            self._acks_scheduled = False
+        for ack in acks:
+            self._acked(*ack)
 
     @guarded
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
@@ -470,6 +493,7 @@ class MqttLink:
     # -- event-loop side ------------------------------------------------------------------
     def _set_connected(self, up: bool) -> None:
         self.connected = up
+        self._ready.clear()
         if up:
             self.connected_at = self.mono()
             # A new connection: nothing is in flight any more (paho's leftovers were
@@ -540,12 +564,15 @@ class MqttLink:
         heapq.heappush(self._due, due)
 
     def _receipt(self, receiver: str, ids: list[str]) -> None:
+        self._ready.clear()  # a freed receipt window lets other rows go first
         self._receipts.append((receiver, ids))
         self._receipt_at[receiver] = self.mono()
         self._wake.set()
 
     def kick(self) -> None:
-        """New rows were committed: fill the window."""
+        """New rows were committed: fill the window (a new alarm may go before what was
+        fetched ahead)."""
+        self._ready.clear()
         self._wake.set()
 
     def start(self) -> None:
@@ -573,9 +600,10 @@ class MqttLink:
 
     def _next_timeout(self) -> float:
         # The timers are an optimisation: a round every RESCAN_S finds anything due anyway.
+        top = SETTLE_EVERY_S if self._done else RESCAN_S
         if not self._due:
-            return RESCAN_S
-        return min(RESCAN_S, max(0.0, self._due[0] - self.mono()))
+            return top
+        return min(top, max(0.0, self._due[0] - self.mono()))
 
     async def _pump(self) -> None:
         # Whatever goes wrong in one round, the pump must keep running: a dead pump is an
@@ -602,9 +630,27 @@ class MqttLink:
             timer.cancel()
         self._wake.clear()
         now = self.mono()
+        if self._due and self._due[0] <= now:
+            self._ready.clear()  # re-sends are due: they may go before what was fetched
         while self._due and self._due[0] <= now:
             heapq.heappop(self._due)
-        await self._settle()
+        # Telemetry that is done is written back in batches (a replay of a backlog would
+        # otherwise cost a transaction per few PUBACKs); it stays excluded meanwhile.
+        urgent_settle = bool(self._receipts or self._waiting or self._make_due
+                             or not self.connected)
+        if (urgent_settle or len(self._done) >= self.settings.window
+                or (self._done and not self._inflight)
+                or (self._done and now - self._settled_at >= SETTLE_EVERY_S)):
+            self._settled_at = now
+            busy = self._settling is not None and not self._settling.done()
+            if urgent_settle:
+                if busy:
+                    await asyncio.shield(self._settling)  # type: ignore[arg-type]
+                await self._settle()
+            elif not busy:
+                # Only telemetry to delete: in the background, so the window keeps
+                # moving meanwhile (those rows stay excluded until it is written).
+                self._settling = asyncio.create_task(self._settle_then_wake())
         if not self.connected:
             await self._check_urgent()
             return
@@ -613,23 +659,28 @@ class MqttLink:
         free = self.settings.window - len(self._inflight)
         if free <= 0:
             return
-        # Acknowledged but not yet written back: not due again either.
-        exclude = {r.seq for r in self._inflight.values()}
-        exclude.update(self._done)
-        exclude.update(seq for seq, _ in self._waiting)
         # (receiver, priority) classes whose receipt window is full: only their re-sends go.
         counts: dict[tuple[str, int], int] = {}
         for cls in self._unconfirmed.values():
             counts[cls] = counts.get(cls, 0) + 1
-        full = {cls for cls, n in counts.items() if n >= self.receipt_window}
-        hold = {p for r, p in full if r == CENTRE}
-        hold_copies = {(self.copies_prefix + f"{r}/", p) for r, p in full if r != CENTRE}
-        allow = {seq for seq, cls in self._unconfirmed.items() if cls in full}
-        rows = await asyncio.to_thread(self.outbox.next_batch, free, exclude, now, hold, allow,
-                                       hold_copies, self.copies_prefix)
-        for row in rows:
-            if not self.connected:
-                break
+        if not self._ready:
+            # Acknowledged but not yet written back: not due again either.
+            exclude = {r.seq for r in self._inflight.values()}
+            exclude.update(self._done)
+            exclude.update(seq for seq, _ in self._waiting)
+            full = {cls for cls, n in counts.items() if n >= self.receipt_window}
+            hold = {p for r, p in full if r == CENTRE}
+            hold_copies = {(self.copies_prefix + f"{r}/", p) for r, p in full if r != CENTRE}
+            allow = {seq for seq, cls in self._unconfirmed.items() if cls in full}
+            # A window ahead: the next PUBACKs are answered from memory, without a round
+            # trip to the database thread. Anything that could change the order (a new
+            # message, a due re-send, a receipt, a reconnect) drops what was fetched.
+            rows = await asyncio.to_thread(self.outbox.next_batch,
+                                           free + self.settings.window, exclude, now, hold,
+                                           allow, hold_copies, self.copies_prefix)
+            self._ready.extend(rows)
+        while free > 0 and self._ready and self.connected:
+            row = self._ready.popleft()
             if row.receipt and row.seq not in self._unconfirmed and self._confirms(row.topic):
                 cls = (receiver_of(row.topic), row.priority)
                 if counts.get(cls, 0) >= self.receipt_window:
@@ -641,11 +692,17 @@ class MqttLink:
             info = self.client.publish(row.topic, row.payload, qos=1)
             if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 self._inflight[info.mid] = row
+                free -= 1
                 if row.attempts:
                     self.republished += 1
             else:
                 log.error("paho refused to publish %s: rc=%d", row.msg_id, info.rc)
+                self._ready.clear()
                 break
+
+    async def _settle_then_wake(self) -> None:
+        await self._settle()
+        self._wake.set()
 
     async def _check_urgent(self) -> None:
         # Disconnected: does anything wait for a receipt? Then reconnect fast, and cut the
@@ -861,6 +918,8 @@ class MqttLink:
         self._stopping = True
         await cancel_and_wait(self._tasks)
         try:
+            if self._settling is not None:
+                await self._settling
             await self._settle()
         except Exception:
             log.exception("could not write back delivery state (will re-send)")
