@@ -147,7 +147,11 @@ class Chaos:
         self.kinds = tuple(os.environ.get("CHAOS_FAULTS", ",".join(FAULTS)).split(","))
         self.faults: dict[str, int] = {f: 0 for f in self.kinds}
         self.hub_log = workdir / "hub.log"
-        self.hub = self._start_hub()
+        try:
+            self.hub = self._start_hub()
+        except BaseException:
+            self._release()
+            raise
 
     def _config(self) -> Path:
         key_file = self.dir / "receipt.key"
@@ -314,6 +318,9 @@ class Chaos:
     def close(self) -> None:
         if self.hub.poll() is None:
             self._kill_hub()
+        self._release()
+
+    def _release(self) -> None:
         self.centre.stop()
         self.air.close()
         self.broker.close()
