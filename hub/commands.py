@@ -58,6 +58,8 @@ class CommandListener:
         self._seen: deque[str] = deque(maxlen=256)
         self.received = 0
         self.refused = 0
+        self.subscribed: bool | None = None  # the broker's answer to the subscription
+        self._sub_mids: set[int] = set()
 
     def attach(self) -> None:
         """Subscribe on every (re)connect, next to what the MQTT link itself does there.
@@ -70,12 +72,33 @@ class CommandListener:
             if previous is not None:
                 cast(Any, previous)(client, userdata, flags, rc, props)
             if not rc.is_failure:
-                client.subscribe(self.topic, qos=1)
+                self._subscribe(client)
+
+        previous_sub = self.client.on_subscribe
+
+        def on_subscribe(client: mqtt.Client, userdata: Any, mid: int, codes: Any,
+                         props: Any) -> None:
+            if previous_sub is not None:
+                cast(Any, previous_sub)(client, userdata, mid, codes, props)
+            if mid in self._sub_mids:
+                self._sub_mids.discard(mid)
+                self.subscribed = not any(c.is_failure for c in codes)
+                if not self.subscribed:
+                    # Remote mute would silently do nothing: say so.
+                    log.error("broker refused the subscription to %s (%s): commands from the"
+                              " response centre cannot arrive; check the broker's ACL"
+                              " (docs/DELIVERY.md)", self.topic, codes[0])
 
         self.client.on_connect = on_connect
+        self.client.on_subscribe = on_subscribe
         self.client.message_callback_add(self.topic, self._on_message)
         if self.client.is_connected():
-            self.client.subscribe(self.topic, qos=1)
+            self._subscribe(self.client)
+
+    def _subscribe(self, client: mqtt.Client) -> None:
+        rc, mid = client.subscribe(self.topic, qos=1)
+        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._sub_mids.add(mid)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         # paho's network thread: nothing may escape (it would kill the thread and the link).

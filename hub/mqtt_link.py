@@ -77,6 +77,7 @@ RECEIVER_SILENT_MIN_S = 60.0
 RECEIPT_BACKOFF_CAP_S = 60.0
 RESCAN_S = 5.0
 SETTLE_EVERY_S = 0.1  # telemetry done at PUBACK is written back at least this often
+FETCH_AHEAD = 500  # rows fetched beyond the free window (a backlog replay asks less often)
 NO_MATCHING_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, but nobody was subscribed
 # At most this many messages published and not yet confirmed by a receipt (times the
 # window, at least 100). End-to-end flow control: without it a hub with a large backlog
@@ -280,6 +281,8 @@ class MqttLink:
         self._acks_scheduled = False
         self._settled_at = 0.0
         self._settling: asyncio.Task[None] | None = None
+        self._prefetch: asyncio.Task[None] | None = None
+        self._ready_gen = 0  # bumped whenever what was fetched ahead may be out of order
         self._attempt = 0  # reconnect attempts since the last good connection
         self._refused = False  # the broker itself refused us last time (back off)
         self._connack = False  # a CONNACK came on the current connection
@@ -478,7 +481,7 @@ class MqttLink:
         # A receiver confirms only its own copies (`<id>:<receiver>`), the centre only the
         # messages meant for it: one party's receipt never silences another's delivery.
         if receiver == CENTRE:
-            own = [i for i in ids if i.rpartition(":")[2] not in self.receivers]
+            own = [i for i in ids if ":" not in i or i.rpartition(":")[2] not in self.receivers]
         else:
             own = [i for i in ids if i.endswith(":" + receiver)]
         return own, ("" if own else "names no message of this receiver")
@@ -493,7 +496,7 @@ class MqttLink:
     # -- event-loop side ------------------------------------------------------------------
     def _set_connected(self, up: bool) -> None:
         self.connected = up
-        self._ready.clear()
+        self._drop_ready()
         if up:
             self.connected_at = self.mono()
             # A new connection: nothing is in flight any more (paho's leftovers were
@@ -564,7 +567,7 @@ class MqttLink:
         heapq.heappush(self._due, due)
 
     def _receipt(self, receiver: str, ids: list[str]) -> None:
-        self._ready.clear()  # a freed receipt window lets other rows go first
+        self._drop_ready()  # a freed receipt window lets other rows go first
         self._receipts.append((receiver, ids))
         self._receipt_at[receiver] = self.mono()
         self._wake.set()
@@ -572,7 +575,7 @@ class MqttLink:
     def kick(self) -> None:
         """New rows were committed: fill the window (a new alarm may go before what was
         fetched ahead)."""
-        self._ready.clear()
+        self._drop_ready()
         self._wake.set()
 
     def start(self) -> None:
@@ -631,7 +634,7 @@ class MqttLink:
         self._wake.clear()
         now = self.mono()
         if self._due and self._due[0] <= now:
-            self._ready.clear()  # re-sends are due: they may go before what was fetched
+            self._drop_ready()  # re-sends are due: they may go before what was fetched
         while self._due and self._due[0] <= now:
             heapq.heappop(self._due)
         # Telemetry that is done is written back in batches (a replay of a backlog would
@@ -664,21 +667,11 @@ class MqttLink:
         for cls in self._unconfirmed.values():
             counts[cls] = counts.get(cls, 0) + 1
         if not self._ready:
-            # Acknowledged but not yet written back: not due again either.
-            exclude = {r.seq for r in self._inflight.values()}
-            exclude.update(self._done)
-            exclude.update(seq for seq, _ in self._waiting)
-            full = {cls for cls, n in counts.items() if n >= self.receipt_window}
-            hold = {p for r, p in full if r == CENTRE}
-            hold_copies = {(self.copies_prefix + f"{r}/", p) for r, p in full if r != CENTRE}
-            allow = {seq for seq, cls in self._unconfirmed.items() if cls in full}
-            # A window ahead: the next PUBACKs are answered from memory, without a round
-            # trip to the database thread. Anything that could change the order (a new
-            # message, a due re-send, a receipt, a reconnect) drops what was fetched.
-            rows = await asyncio.to_thread(self.outbox.next_batch,
-                                           free + self.settings.window, exclude, now, hold,
-                                           allow, hold_copies, self.copies_prefix)
-            self._ready.extend(rows)
+            # A window and more ahead: the next PUBACKs are answered from memory, without
+            # a round trip to the database thread. Anything that could change the order (a
+            # new message, a due re-send, a receipt, a reconnect) drops what was fetched.
+            self._ready.extend(await asyncio.to_thread(
+                self.outbox.next_batch, free + FETCH_AHEAD, *self._fetch_args(counts, now)))
         while free > 0 and self._ready and self.connected:
             row = self._ready.popleft()
             if row.receipt and row.seq not in self._unconfirmed and self._confirms(row.topic):
@@ -697,8 +690,42 @@ class MqttLink:
                     self.republished += 1
             else:
                 log.error("paho refused to publish %s: rc=%d", row.msg_id, info.rc)
-                self._ready.clear()
+                self._drop_ready()
                 break
+        if (self._ready and len(self._ready) < FETCH_AHEAD // 2 and self.connected
+                and (self._prefetch is None or self._prefetch.done())):
+            # Streaming a backlog: fetch the next rows while these go out, so a slow write
+            # back (a WAL checkpoint holds the database) never leaves the window empty.
+            self._prefetch = asyncio.create_task(self._fetch_more(counts, now))
+
+    def _fetch_args(self, counts: dict[tuple[str, int], int], now: float) -> tuple[Any, ...]:
+        # Acknowledged but not yet written back, or fetched already: not due again either.
+        exclude = {r.seq for r in self._inflight.values()}
+        exclude.update(self._done)
+        exclude.update(seq for seq, _ in self._waiting)
+        exclude.update(r.seq for r in self._ready)
+        full = {cls for cls, n in counts.items() if n >= self.receipt_window}
+        hold = {p for r, p in full if r == CENTRE}
+        hold_copies = {(self.copies_prefix + f"{r}/", p) for r, p in full if r != CENTRE}
+        allow = {seq for seq, cls in self._unconfirmed.items() if cls in full}
+        return exclude, now, hold, allow, hold_copies, self.copies_prefix
+
+    async def _fetch_more(self, counts: dict[tuple[str, int], int], now: float) -> None:
+        gen = self._ready_gen
+        try:
+            rows = await asyncio.to_thread(self.outbox.next_batch, FETCH_AHEAD,
+                                           *self._fetch_args(counts, now))
+        except Exception:
+            log.exception("MQTT: fetching ahead from the outbox failed")
+            return
+        if gen == self._ready_gen and self._ready:
+            have = {r.seq for r in self._ready}
+            self._ready.extend(r for r in rows if r.seq not in have)
+            self._wake.set()
+
+    def _drop_ready(self) -> None:
+        self._ready.clear()
+        self._ready_gen += 1
 
     async def _settle_then_wake(self) -> None:
         await self._settle()
@@ -829,8 +856,11 @@ class MqttLink:
         log.error("MQTT: %s; rebuilding the client", why)
         old = self.client
         new = self._make_client()
+        # Listeners chained on (hub/commands.py) come along.
         if old.on_connect is not None and old.on_connect != self._on_connect:
-            new.on_connect = old.on_connect  # a listener chained on (hub/commands.py)
+            new.on_connect = old.on_connect
+        if old.on_subscribe is not None and old.on_subscribe != self._on_subscribe:
+            new.on_subscribe = old.on_subscribe
         for sub, cb in old.message_filters:
             new.message_callback_add(sub, cb)
         self.client = new
@@ -857,6 +887,8 @@ class MqttLink:
         limit = max(RECEIVER_SILENT_MIN_S,
                     RECEIVER_SILENT_FACTOR * self.settings.receipt_timeout_s)
         now = self.mono()
+        if not self.connected or self.connected_at is None:
+            return  # a broker outage is not a receiver that fails to confirm
         waiting = {cls[0] for cls in self._unconfirmed.values()}
         confirming = [CENTRE] if self.receipt_topic is not None else []
         confirming += [name for name, r in self.receivers.items() if r.confirms]
@@ -864,11 +896,13 @@ class MqttLink:
             # The centre too: a broker that grants the receipt subscription and then filters
             # every receipt (Mosquitto's acl_file does) shows only as receipts never coming.
             cause = f"receiver_not_confirming:{name}"
-            last = self._receipt_at.setdefault(name, now)
-            if name in waiting and now - last > limit:
-                self._raise_problem(cause, f"no receipt from {name} for {now - last:.0f} s",
+            # Counted from the later of its last receipt and the start of this connection.
+            receipt = self._receipt_at.get(name)
+            since = self.connected_at if receipt is None else max(receipt, self.connected_at)
+            if name in waiting and now - since > limit:
+                self._raise_problem(cause, f"no receipt from {name} for {now - since:.0f} s",
                                     receiver=name)
-            elif now - last <= limit and cause in self._problems:
+            elif cause in self._problems and receipt is not None and now - receipt <= limit:
                 self._clear_problem(cause, receiver=name)
 
     # -- hub state: retained online/offline, refreshed as the heartbeat ---------------------
@@ -916,7 +950,7 @@ class MqttLink:
 
     async def stop(self) -> None:
         self._stopping = True
-        await cancel_and_wait(self._tasks)
+        await cancel_and_wait([*self._tasks, self._prefetch])
         try:
             if self._settling is not None:
                 await self._settling

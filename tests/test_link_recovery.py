@@ -147,6 +147,10 @@ def test_copies_for_a_receiver_that_never_confirms_do_not_hold_back_the_centre(
                     await until(lambda: hub.outbox.depth() == 0, 60,
                                 lambda: f"{hub.outbox.depth()} left")
                     assert len(relatives.seen_ids) == n
+                    # ... and the technical alarm is cleared.
+                    await until(lambda: any(m.get("cause") == "receiver_not_confirming:"
+                                            "relatives" and m["state"] == "cleared"
+                                            for m in centre.all), 20, "cleared")
                     # A centre receipt for a copy is not the relatives' receipt.
                     assert hub.link.refused_receipts == {}
             finally:
@@ -223,3 +227,31 @@ def test_reconnect_policy() -> None:
     # Refused by the broker (credentials): doubling back-off, urgent or not.
     assert p.delay(0, True, True, rng) <= 0.5 and p.delay(10, True, True, rng) >= 15
     json.dumps(p.__dict__)
+
+
+def test_watchdog_notices_a_connection_without_progress(tmp_path: Path) -> None:
+    """Connected, messages in flight, and nothing from the broker for longer than twice the
+    keepalive: the client is rebuilt (the deadline is on the monotonic clock)."""
+    from hub.outbox import Row
+
+    t = [1000.0]
+    settings = config.MqttSettings(keepalive=5)
+    ob = Outbox(tmp_path / "outbox.sqlite", reserve_bytes=0)
+    link = MqttLink(settings, "hub-x", ob, "tryggheim/v1/s/hub", site="s",
+                    monotonic=lambda: t[0])
+    try:
+        link._started = True
+        link.client._thread = object()  # type: ignore[assignment]  # "alive"
+        link.connected = True
+        link._progress_at = t[0]
+        assert link._stuck() == ""
+        link._inflight[1] = Row(1, "m1", "alarm", "tryggheim/v1/s/alarm", b"{}", 1)
+        t[0] += 9.0
+        assert link._stuck() == ""  # within max(2 x keepalive, 10 s)
+        t[0] += 2.0
+        assert "no answer from the broker" in link._stuck()
+        link.client._thread = None  # type: ignore[assignment]
+        assert "network thread has died" in link._stuck()
+    finally:
+        link.client._thread = None  # type: ignore[assignment]
+        ob.close()

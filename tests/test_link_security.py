@@ -201,7 +201,8 @@ def test_refused_receipt_subscription_is_reported_not_silent(workdir: Path) -> N
             pw.write_text("hub-pw\n")
             pw.chmod(0o600)
             cfg = write_config(workdir, broker.port,
-                               extra_mqtt=f'username = "{SITE}"\npassword_file = "mqtt.pw"\n')
+                               extra_mqtt=f'username = "{SITE}"\npassword_file = "mqtt.pw"\n',
+                               extra='\n[admin]\nremote_commands = ["mute"]\n')
             centre = ResponseCentre("127.0.0.1", broker.port, username="response-centre",
                                     password="rc-pw", client_id="rc", receipts=False,
                                     group=None).start()
@@ -214,6 +215,10 @@ def test_refused_receipt_subscription_is_reported_not_silent(workdir: Path) -> N
                     assert tech["type"] == "link_down"
                     assert tech["cause"] == "receipt_subscription_refused"
                     assert hub.link.status()["problems"] == ["receipt_subscription_refused"]
+                    # The command subscription is refused too: remote mute cannot work.
+                    assert hub.admin.commands is not None
+                    await until(lambda: hub.admin.commands.subscribed is False,
+                                what="command SUBACK failure noticed")
             finally:
                 centre.stop()
 

@@ -149,7 +149,8 @@ async def _reconnect_rounds(d: Path, policy: ReconnectPolicy) -> list[float]:
     return out
 
 
-def bench_replay(d: Path, window: int = 100, rounds: int = 2) -> None:
+def bench_replay(d: Path, window: int = 100,
+                 rounds: int = int(os.environ.get("BENCH_REPLAY_ROUNDS", 3))) -> None:
     # A subscriber that falls behind must not have messages dropped by the broker's
     # default per-client queue limit (1000): this measures the hub, not that limit.
     broker = Mosquitto(d / "broker", extra_conf="max_queued_messages 0\n").start()
