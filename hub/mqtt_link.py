@@ -698,23 +698,28 @@ class MqttLink:
             # back (a WAL checkpoint holds the database) never leaves the window empty.
             self._prefetch = asyncio.create_task(self._fetch_more(counts, now))
 
-    def _fetch_args(self, counts: dict[tuple[str, int], int], now: float) -> tuple[Any, ...]:
-        # Acknowledged but not yet written back, or fetched already: not due again either.
+    def _fetch_args(self, counts: dict[tuple[str, int], int], now: float,
+                    ahead: bool = False) -> tuple[Any, ...]:
+        # Acknowledged but not yet written back: not due again either. Fetching ahead, only
+        # what comes after the rows held (they and everything before them are not asked).
         exclude = {r.seq for r in self._inflight.values()}
         exclude.update(self._done)
         exclude.update(seq for seq, _ in self._waiting)
-        exclude.update(r.seq for r in self._ready)
         full = {cls for cls, n in counts.items() if n >= self.receipt_window}
         hold = {p for r, p in full if r == CENTRE}
         hold_copies = {(self.copies_prefix + f"{r}/", p) for r, p in full if r != CENTRE}
         allow = {seq for seq, cls in self._unconfirmed.items() if cls in full}
-        return exclude, now, hold, allow, hold_copies, self.copies_prefix
+        after = None
+        if ahead and self._ready:
+            last = self._ready[-1]
+            after = (last.priority, last.seq)
+        return exclude, now, hold, allow, hold_copies, self.copies_prefix, after
 
     async def _fetch_more(self, counts: dict[tuple[str, int], int], now: float) -> None:
         gen = self._ready_gen
         try:
             rows = await asyncio.to_thread(self.outbox.next_batch, FETCH_AHEAD,
-                                           *self._fetch_args(counts, now))
+                                           *self._fetch_args(counts, now, ahead=True))
         except Exception:
             log.exception("MQTT: fetching ahead from the outbox failed")
             return

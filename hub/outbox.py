@@ -349,13 +349,15 @@ class Outbox:
         allow: frozenset[int] | set[int] = frozenset(),
         hold_copies: frozenset[tuple[str, int]] | set[tuple[str, int]] = frozenset(),
         copies_prefix: str = "",
+        after: tuple[int, int] | None = None,
     ) -> list[Row]:
         """The most urgent rows due for (re-)publishing, in delivery order (priority, then
         arrival). Rows waiting for a receipt are due only when their back-off has run out.
         Priorities in `hold` are held back (flow control), except the rows in `allow`; with
         `copies_prefix`, `hold` is only for rows whose topic does not start with it (the
         response centre's), and `hold_copies` holds (topic prefix, priority) pairs: each
-        receiver of routed copies has its own window."""
+        receiver of routed copies has its own window. `after` = (priority, seq): only rows
+        later in delivery order (the link fetching ahead of what it holds)."""
         if limit <= 0:
             return []
         where = "next_try <= ?"
@@ -371,6 +373,9 @@ class Outbox:
         for prefix, p in hold_copies:
             held.append("(priority = ? AND substr(topic, 1, ?) = ?)")
             args += [p, len(prefix), prefix]
+        if after is not None:
+            where += " AND (priority > ? OR (priority = ? AND seq > ?))"
+            args += [after[0], after[0], after[1]]
         if held:
             where += (f" AND (NOT ({' OR '.join(held)})"
                       f" OR seq IN ({','.join('?' * len(allow)) or 'NULL'}))")

@@ -255,3 +255,18 @@ def test_watchdog_notices_a_connection_without_progress(tmp_path: Path) -> None:
     finally:
         link.client._thread = None  # type: ignore[assignment]
         ob.close()
+
+
+def test_fetching_ahead_asks_only_for_rows_after_those_held(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "outbox.sqlite", reserve_bytes=0)
+    try:
+        items = [(mqtt_schema.topic(SITE, k), outgoing(k, f"{k}-{i}"))
+                 for i in range(3) for k in ("alarm", "status")]
+        ob.append_many(items, 0.0)
+        order = [r.msg_id for r in ob.next_batch(10, set())]
+        assert order == ["alarm-0", "alarm-1", "alarm-2", "status-0", "status-1", "status-2"]
+        first = ob.next_batch(2, set())
+        rest = ob.next_batch(10, set(), after=(first[-1].priority, first[-1].seq))
+        assert [r.msg_id for r in first + rest] == order
+    finally:
+        ob.close()
