@@ -141,6 +141,8 @@ class Database:
         if not self.memory:
             self._generation()
         self._damaged = damaged
+        if damaged is not None:
+            self._salvage_state()
 
     def _examine(self) -> Path | None:
         """Before opening: is the file there when it should be, and readable?"""
@@ -235,6 +237,27 @@ class Database:
             log.warning("salvage of %s from %s stopped: %s", table, self._damaged, e)
         return rows
 
+    def _salvage_state(self) -> None:
+        """Counters and acknowledgement state still readable in the damaged file: without
+        them every repeat of an alarm already delivered would become a second alarm."""
+        counters = [(d, c) for d, c in self.salvage("counters", "device, counter")
+                    if isinstance(d, bytes | str) and isinstance(c, int)]
+        acks = [r for r in self.salvage("awaiting_receipt",
+                                        "msg_id, device, counter, advert, created, delivered")
+                if isinstance(r[2], int) and isinstance(r[4], int | float)]
+        try:
+            with self.transaction() as db:
+                db.executemany("INSERT OR IGNORE INTO counters VALUES (?, ?)",
+                               [(_text(d), c) for d, c in counters])
+                db.executemany("INSERT OR IGNORE INTO awaiting_receipt VALUES (?, ?, ?, ?, ?, ?)",
+                               [(_text(r[0]), _text(r[1]), *r[2:]) for r in acks])
+        except (sqlite3.Error, UnicodeDecodeError) as e:
+            log.warning("salvage of counters and acknowledgements failed: %s", e)
+            return
+        if counters or acks:
+            log.error("salvaged %d counter(s) and %d acknowledgement(s) from %s",
+                      len(counters), len(acks), self._damaged)
+
     @contextlib.contextmanager
     def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT under the lock. `durable=False`: bookkeeping whose
@@ -274,6 +297,10 @@ class Database:
             except sqlite3.Error:
                 pass
             self.conn.close()
+
+
+def _text(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def open_db(target: str | Path | Database) -> Database:
