@@ -658,7 +658,7 @@ class MqttLink:
             await self._check_urgent()
             return
         # Connected: what would make a lost connection urgent is known without a query.
-        self._urgent = bool(self._unconfirmed) or any(r.receipt for r in self._inflight.values())
+        self._urgent = bool(self._unconfirmed)  # alarms out, waiting for their receipt
         free = self.settings.window - len(self._inflight)
         if free <= 0:
             return
