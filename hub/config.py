@@ -61,7 +61,8 @@ class MqttSettings:
     # are taken on the broker's ACL alone (logged as a warning at start).
     receipt_key_file: Path | None = None
     # Receivers of [[route]] copies: their own window and delivery rule (hub/routing.py).
-    receivers: tuple[Receiver, ...] = ()
+    # Not compared: routes stay reloadable; the link takes a changed rule at its next start.
+    receivers: tuple[Receiver, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
