@@ -77,6 +77,7 @@ RECEIVER_SILENT_MIN_S = 60.0
 RECEIPT_BACKOFF_CAP_S = 60.0
 RESCAN_S = 5.0
 SETTLE_EVERY_S = 0.1  # telemetry done at PUBACK is written back at least this often
+SETTLE_BATCH = 500  # telemetry rows deleted per write-back (fewer transactions and checkpoints)
 FETCH_AHEAD = 500  # rows fetched beyond the free window (a backlog replay asks less often)
 NO_MATCHING_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, but nobody was subscribed
 # At most this many messages published and not yet confirmed by a receipt (times the
@@ -641,7 +642,7 @@ class MqttLink:
         # otherwise cost a transaction per few PUBACKs); it stays excluded meanwhile.
         urgent_settle = bool(self._receipts or self._waiting or self._make_due
                              or not self.connected)
-        if (urgent_settle or len(self._done) >= self.settings.window
+        if (urgent_settle or len(self._done) >= SETTLE_BATCH
                 or (self._done and not self._inflight)
                 or (self._done and now - self._settled_at >= SETTLE_EVERY_S)):
             self._settled_at = now
