@@ -244,7 +244,9 @@ def test_poison_receipts_do_not_stop_delivery(workdir: Path) -> None:
         with Mosquitto(workdir / "broker") as broker:
             centre = ResponseCentre("127.0.0.1", broker.port, receipts=False).start()
             try:
-                async with running(make_hub(write_config(workdir, broker.port))) as hub:
+                cfg = write_config(workdir, broker.port,
+                                   extra='\n[admin]\nremote_commands = ["ack"]\n')
+                async with running(make_hub(cfg)) as hub:
                     await hub.emit(outgoing("alarm", "p1"))
                     await until(lambda: "p1" in centre.seen_ids, what="p1 published")
                     deep = b'{"kind":"receipt","ids":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
@@ -253,8 +255,11 @@ def test_poison_receipts_do_not_stop_delivery(workdir: Path) -> None:
                     shallow_deep = b'{"kind":"receipt","x":' + b"[" * 3000 + b"]" * 3000 + b"}"
                     for raw in (deep, many, shallow_deep):
                         centre.client.publish(RECEIPT, raw, qos=1)
+                    centre.client.publish(f"tryggheim/v1/{SITE}/command", deep, qos=1)
                     await until(lambda: sum(hub.link.refused_receipts.values()) == 3,
                                 what=lambda: f"refusals {hub.link.refused_receipts}")
+                    assert hub.admin.commands is not None
+                    await until(lambda: hub.admin.commands.refused == 1, what="poison command")
                     # The thread lives, receipts still work, nothing is left behind.
                     centre.receipts = True
                     await hub.emit(outgoing("alarm", "p2"))
