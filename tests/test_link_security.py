@@ -285,3 +285,77 @@ def test_response_centre_signs_with_keys_from_a_directory(tmp_path: Path) -> Non
     write_key(tmp_path / f"{SITE}.key", key)
     lookup = key_directory(tmp_path)
     assert lookup(SITE) == key and lookup("other") is None and lookup("../x") is None
+
+
+@requires_mosquitto
+def test_the_shipped_listener_config_runs_as_written(workdir: Path) -> None:
+    """docs/mosquitto/tryggheim.conf with only its paths and port replaced: TLS, passwords,
+    the ACL and client ids bound to user names, on a real Mosquitto."""
+    import os
+    import shutil
+    import subprocess
+
+    from tools.mosquitto import free_port, make_tls, wait_for_port
+
+    tls = make_tls(workdir / "tls", client_cn="unused")
+    d = workdir / "etc"
+    d.mkdir()
+    (d / "tryggheim.acl").write_text(SHIPPED_ACL)
+    pw = d / "tryggheim.passwd"
+    pw.write_text(f"{SITE}:hub-pw\nresponse-centre:rc-pw\nother-site:x\n")
+    subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True, capture_output=True)
+    port = free_port()
+    conf = (ROOT / "docs" / "mosquitto" / "tryggheim.conf").read_text()
+    conf = (conf.replace("/etc/mosquitto/tryggheim.passwd", str(pw))
+            .replace("/etc/mosquitto/tryggheim.acl", str(d / "tryggheim.acl"))
+            .replace("/etc/mosquitto/certs/ca.crt", str(tls.ca))
+            .replace("/etc/mosquitto/certs/server.crt", str(tls.server_cert))
+            .replace("/etc/mosquitto/certs/server.key", str(tls.server_key))
+            .replace("listener 8883", f"listener {port} 127.0.0.1")
+            + f"persistence_location {d}/\n")
+    (d / "mosquitto.conf").write_text(conf)
+    if os.geteuid() == 0:  # mosquitto drops to its own user and must read its files
+        for p in (d, tls.ca.parent, *d.iterdir(), *tls.ca.parent.iterdir()):
+            shutil.chown(p, "mosquitto")
+    proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
+                             str(d / "mosquitto.conf")], stderr=subprocess.PIPE)
+    key = secrets.token_bytes(32)
+
+    async def main() -> None:
+        hub_pw = workdir / "mqtt.pw"
+        hub_pw.write_text("hub-pw\n")
+        hub_pw.chmod(0o600)
+        cfg = write_config(workdir, port, host="localhost", receipt_key=key,
+                           extra_mqtt=f'tls_ca = "{tls.ca}"\nusername = "{SITE}"\n'
+                                      'password_file = "mqtt.pw"\n')
+        centre = ResponseCentre("localhost", port, client_id="response-centre",
+                                username="response-centre", password="rc-pw",
+                                tls_ca=str(tls.ca), receipt_keys={SITE: key}).start()
+        try:
+            async with running(make_hub(cfg)) as hub:
+                await hub.emit(outgoing("alarm", "conf1"))
+                await until(lambda: hub.outbox.depth() == 0, what="signed receipt")
+                connects = hub.link.connects
+                intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hub-t",
+                                       protocol=mqtt.MQTTv5)
+                intruder.tls_set(ca_certs=str(tls.ca))
+                intruder.username_pw_set("other-site", "x")
+                intruder.connect("localhost", port)
+                intruder.loop_start()
+                await until(intruder.is_connected, what="the other tenant connected")
+                await hub.emit(outgoing("alarm", "conf2"))
+                await until(lambda: hub.outbox.depth() == 0, what="still delivering")
+                assert hub.link.connects == connects
+                intruder.disconnect()
+                intruder.loop_stop()
+        finally:
+            centre.stop()
+
+    try:
+        wait_for_port(port)
+        asyncio.run(main())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        assert proc.stderr is not None
+        proc.stderr.close()
