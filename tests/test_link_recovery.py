@@ -114,9 +114,9 @@ def test_copies_for_a_receiver_that_never_confirms_do_not_hold_back_the_centre(
             centre = ResponseCentre("127.0.0.1", broker.port, group=None).start()
             rel_topic = f"tryggheim/v1/{SITE}/to/relatives/receipt"
             relatives = ResponseCentre(
-                "127.0.0.1", broker.port, site=f"{SITE}/to/relatives", client_id="rel",
-                group=None, receipts=False, receipt_keys={SITE: rel_key},
-                receipt_topic=lambda site: rel_topic).start()
+                "127.0.0.1", broker.port, site=SITE, receiver="relatives", client_id="rel",
+                group=None, receipts=False, receipt_keys={SITE: rel_key}).start()
+            assert relatives.receipt_topic(SITE) == rel_topic
             hub = make_hub(write_config(workdir, broker.port, window=10, extra=routes))
             try:
                 async with running(hub):

@@ -124,8 +124,9 @@ def test_only_the_centre_confirms_under_the_shipped_acl_and_forged_receipts_are_
             centre = ResponseCentre("127.0.0.1", broker.port, client_id="response-centre",
                                     username="response-centre", password="rc-pw",
                                     receipt_keys={SITE: key}).start()
-            relatives = ResponseCentre("127.0.0.1", broker.port, site=f"{SITE}/to/relatives",
-                                       client_id="relatives-t", group=None, receipts=False,
+            relatives = ResponseCentre("127.0.0.1", broker.port, site=SITE,
+                                       receiver="relatives", client_id="relatives-t",
+                                       group=None, receipts=False,
                                        username="relatives-t", password="rel-pw").start()
             try:
                 async with running(make_hub(cfg)) as hub:

@@ -62,6 +62,7 @@ class ResponseCentre:
         session_expiry_s: int = 3600,
         receipt_keys: Mapping[str, bytes] | Callable[[str], bytes | None] | None = None,
         receipt_topic: Callable[[str], str] | None = None,
+        receiver: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -73,7 +74,10 @@ class ResponseCentre:
         # Per-site receipt keys: receipts are signed (HMAC-SHA256, protocols/MQTT.md) when
         # the site has one. None: unsigned receipts (a hub without a key takes them).
         self.receipt_keys = receipt_keys
-        self.receipt_topic = receipt_topic or (lambda site: mqtt_schema.topic(site, "receipt"))
+        # A route's receiver (not the centre): its copies on .../to/<receiver>/<kind>, its
+        # receipts on .../to/<receiver>/receipt (routes with confirms = true).
+        self.receiver = receiver
+        self.receipt_topic = receipt_topic or self._default_receipt_topic
         self.unsigned_sites: set[str] = set()
         self.received: queue.Queue[dict[str, Any]] = queue.Queue()
         self.all: list[dict[str, Any]] = []  # every new message, in arrival order
@@ -110,6 +114,8 @@ class ResponseCentre:
     def _filters(self) -> list[str]:
         root = f"{mqtt_schema.TOPIC_ROOT}/{self.site}"
         prefix = f"$share/{self.group}/" if self.group else ""
+        if self.receiver is not None:
+            return [f"{prefix}{root}/to/{self.receiver}/{k}/#" for k in CONSUMED_KINDS]
         # Retained hub state is not sent to shared subscriptions: subscribe to it plainly.
         return [f"{prefix}{root}/{k}/#" for k in CONSUMED_KINDS] + [f"{root}/hub"]
 
@@ -160,6 +166,11 @@ class ResponseCentre:
             self.received.put(payload)
         if self.receipts and payload.get("kind") in mqtt_schema.RECEIPT_KINDS:
             self.send_receipt(site, [msg_id])
+
+    def _default_receipt_topic(self, site: str) -> str:
+        if self.receiver is not None:
+            return f"{mqtt_schema.TOPIC_ROOT}/{site}/to/{self.receiver}/receipt"
+        return str(mqtt_schema.topic(site, "receipt"))
 
     def key_for(self, site: str) -> bytes | None:
         keys = self.receipt_keys
@@ -254,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-key")
     p.add_argument("--username")
     p.add_argument("--password-file")
+    p.add_argument("--receiver", help="consume a route's copies for this receiver instead"
+                   " (receipts on .../to/<receiver>/receipt)")
     p.add_argument("--receipt-keys", metavar="DIR",
                    help="sign receipts with the key in DIR/<site>.key (hex, first line)")
     a = p.parse_args(argv)
@@ -264,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         a.host, a.port, a.site, a.client_id, a.group, journal=a.journal, tls_ca=a.tls_ca,
         tls_cert=a.tls_cert, tls_key=a.tls_key, username=a.username, password=password,
         receipt_keys=key_directory(Path(a.receipt_keys)) if a.receipt_keys else None,
+        receiver=a.receiver,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
