@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "outbox.sqlite"  # in the data directory; the name predates the other tables
 FILE_MODE = 0o600
+KEEP_DAMAGED = 2  # damaged files kept aside for inspection; older ones are removed
 _SIDECARS = ("-wal", "-shm", "-journal")
 
 # Tables other than the outbox itself (hub/outbox.py creates that one). The acks table keeps
@@ -93,6 +94,13 @@ def set_aside(path: Path, why: str) -> Path:
         if side.exists():
             os.replace(side, aside.with_name(aside.name + s))
     log.error("%s is damaged (%s): set aside as %s; starting on a fresh file", path, why, aside)
+    # Kept for inspection, but not without bound: they share the disk with the alarms.
+    old = sorted(path.parent.glob(f"{path.name}.damaged-*[0-9]"),
+                 key=lambda p: p.stat().st_mtime)[:-KEEP_DAMAGED]
+    for p in old:
+        for f in (p, *(p.with_name(p.name + s) for s in _SIDECARS)):
+            f.unlink(missing_ok=True)
+        log.warning("removed the older damaged copy %s", p)
     return aside
 
 
@@ -130,19 +138,37 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             damaged = self._examine()
             create_private(self.path)
-        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        # synchronous is per connection and not stored in the file: set it on every open.
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute("PRAGMA journal_size_limit=1048576")
-        self.conn.execute("PRAGMA wal_autocheckpoint=200")
-        self.conn.execute("PRAGMA busy_timeout=5000")
-        self.conn.executescript(SCHEMA)
+        try:
+            self.conn = self._connect()
+        except sqlite3.OperationalError as e:
+            # A full disk must not keep the hub from starting: this is what the reserve
+            # kept for alarms (hub/outbox.py) is for. The outbox sets it aside again later.
+            reserve = self.path.with_name(self.path.name + ".reserve")
+            if "full" not in str(e) or not reserve.exists():
+                raise
+            log.error("%s: %s at open; releasing the reserve %s", self.path, e, reserve)
+            reserve.unlink()
+            self.conn = self._connect()
         if not self.memory:
             self._generation()
         self._damaged = damaged
         if damaged is not None:
             self._salvage_state()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            # synchronous is per connection and not stored in the file: set it on every open.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA journal_size_limit=1048576")
+            conn.execute("PRAGMA wal_autocheckpoint=200")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _examine(self) -> Path | None:
         """Before opening: is the file there when it should be, and readable?"""

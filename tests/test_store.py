@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import sqlite3
 import stat
@@ -410,3 +411,40 @@ def test_random_damage_never_stops_the_hub_from_starting(tmp_path: Path) -> None
         assert set(hub.outbox.ids()) <= {f"a{i}" for i in range(300)}
         assert [p.type for p in hub.db.problems] in ([], ["store_damaged"])
         hub.db.close()
+
+
+def test_only_the_two_newest_damaged_copies_are_kept(tmp_path: Path) -> None:
+    """Found by the chaos soak: damaged copies piled up until the disk was full."""
+    path = tmp_path / DB_NAME
+    for i in range(4):
+        path.write_bytes(b"garbage %d" % i * 1000)
+        os.utime(path, (1000 + i, 1000 + i))
+        assert [p.type for p in Database(path).problems] == ["store_damaged"]
+        Database(path).close()
+    aside = sorted(tmp_path.glob(f"{DB_NAME}.damaged-*[0-9]"))
+    assert len(aside) == 2
+
+
+def test_the_hub_starts_on_a_full_disk_with_the_reserve(tmp_path: Path) -> None:
+    """Found by the chaos soak: a restart on a full disk failed at `journal_mode=WAL`."""
+    import subprocess
+
+    import pytest
+
+    from tests.test_outbox import _fill, _mount_tmpfs
+
+    fs = tmp_path / "fs"
+    if not _mount_tmpfs(fs, 2048):
+        pytest.skip("cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN)")
+    try:
+        path = fs / DB_NAME
+        Outbox(path, reserve_bytes=1 << 20).close()
+        path.unlink()  # a fresh start, as after a damaged file was set aside
+        (fs / (DB_NAME + ".id")).unlink()
+        _fill(fs)
+        ob = Outbox(path, reserve_bytes=1 << 20)
+        ob.append_many([("t/alarm", outgoing("alarm", "a1"))], 0.0)
+        assert ob.ids() == ["a1"]
+        ob.close()
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], check=False)
