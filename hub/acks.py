@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from hub import store
 from hub.config import Device
+from hub.store import Database, open_db
 from hub.tasks import cancel_and_wait
 from protocols import ack, bthome
 
@@ -75,42 +76,41 @@ class _Owed:
 
 
 class AckStore:
-    """Alarms stored on the hub whose receipt has not come back: (msg id, device id, advert
-    counter, advert bytes). SQLite in the data directory, written off the event loop."""
+    """Alarms the device was told "received" for, until "help is coming" has reached it:
+    (msg id, device id, advert counter, advert bytes, delivered). A table in the hub's one
+    database (hub/store.py): the row is written in the alarm's own commit, and marked
+    delivered in the transaction that removes the confirmed message from the outbox
+    (hub/outbox.py `confirm`), so neither obligation can be lost between two writes."""
 
-    def __init__(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS awaiting_receipt(msg_id TEXT PRIMARY KEY,"
-            " device TEXT NOT NULL, counter INTEGER NOT NULL, advert BLOB, created REAL NOT NULL)"
-        )
-        self._lock = threading.Lock()
+    def __init__(self, path: str | Path | Database) -> None:
+        self._owns = not isinstance(path, Database)
+        self.db = open_db(path)
 
     def put(self, msg_id: str, device: str, counter: int, advert: bytes | None,
             now: float) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO awaiting_receipt VALUES (?, ?, ?, ?, ?)",
-                             (msg_id, device, counter, advert, now))
+        with self.db.transaction() as db:
+            store.write_acks(db, [(msg_id, device, counter, advert)], now)
 
-    def remove(self, msg_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM awaiting_receipt WHERE msg_id = ?", (msg_id,))
+    def done(self, device: str, counter: int) -> None:
+        """"Help is coming" reached the device for this alarm: the device follows only its
+        newest alarm, so older ones of the same device are done too."""
+        with self.db.transaction(durable=False) as db:
+            db.execute("DELETE FROM awaiting_receipt WHERE device = ? AND counter <= ?",
+                       (device, counter))
 
-    def load(self, now: float) -> list[tuple[str, str, int, bytes | None]]:
-        with self._lock:
-            self._db.execute("DELETE FROM awaiting_receipt WHERE created < ?", (now - _KEEP_S,))
-            rows = self._db.execute(
-                "SELECT msg_id, device, counter, advert FROM awaiting_receipt ORDER BY created"
+    def load(self, now: float) -> list[tuple[str, str, int, bytes | None, bool]]:
+        with self.db.transaction(durable=False) as db:
+            db.execute("DELETE FROM awaiting_receipt WHERE created < ?", (now - _KEEP_S,))
+            rows = db.execute(
+                "SELECT msg_id, device, counter, advert, delivered FROM awaiting_receipt"
+                " ORDER BY created"
             ).fetchall()
-        return [(str(m), str(d), int(c), bytes(a) if a is not None else None)
-                for m, d, c, a in rows]
+        return [(str(m), str(d), int(c), bytes(a) if a is not None else None, bool(v))
+                for m, d, c, a, v in rows]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        if self._owns:
+            self.db.close()
 
 
 class AckSender:
@@ -138,21 +138,32 @@ class AckSender:
         self._alarm_frame: dict[str, tuple[bytes, str, int]] = {}
         # device id -> the last state sent or given up on, and when (the event loop's clock)
         self._settled: dict[str, tuple[Device, _Owed, float]] = {}
+        self._resume: list[tuple[Device, _Owed]] = []
         if store is not None:
             self._restore(store, devices or {})
 
     def _restore(self, store: AckStore, devices: Mapping[str, Device]) -> None:
         """Alarms stored before a restart: "received" is true for them (a repeat of the advert
-        gets it again) and "delivered" goes out when their receipt arrives."""
-        for msg_id, dev_id, counter, advert in store.load(self.now()):
+        gets it again) and "delivered" goes out when their receipt arrives, or at `start()`
+        if it arrived before the restart and the device may not have heard it."""
+        for msg_id, dev_id, counter, advert, delivered in store.load(self.now()):
             device = devices.get(dev_id)
             if device is None or device.key is None:
                 continue  # removed from the configuration meanwhile
-            self._alarms[msg_id] = (device, counter)
             if advert is not None:
                 self._alarm_frame[device.mac] = (advert, dev_id, counter)
             self._settled[dev_id] = (device, _Owed(counter, ack.RECEIVED), float("-inf"))
+            if delivered:
+                self._resume.append((device, _Owed(counter, ack.DELIVERED)))
+            else:
+                self._alarms[msg_id] = (device, counter)
             self.stats["restored"] += 1
+
+    def start(self) -> None:
+        """In the running event loop: send what was owed when the hub last stopped."""
+        resume, self._resume = self._resume, []
+        for device, owed in resume:
+            self._owe(device, owed)
 
     # -- hooks the hub calls ------------------------------------------------------------------
     def track(self, out: _Outgoing, report: _Report, advert: bytes | None = None) -> None:
@@ -175,13 +186,24 @@ class AckSender:
             del self._alarms[oldest]
             self._adverts.pop(oldest, None)
 
-    def stored(self, out: _Outgoing) -> None:
-        """Hub.on_stored: the alarm is durable on the hub."""
+    def rows(self, outs: list[Any]) -> list[store.AckRow]:
+        """The acknowledgement state these messages create, to commit with them (the hub
+        then calls `stored(out, persisted=True)`)."""
+        rows: list[store.AckRow] = []
+        for out in outs:
+            alarm = self._alarms.get(out.msg_id)
+            if alarm is not None and out.msg_id in self._adverts:
+                rows.append((out.msg_id, alarm[0].id, alarm[1], self._adverts[out.msg_id]))
+        return rows
+
+    def stored(self, out: _Outgoing, persisted: bool = False) -> None:
+        """Hub.on_stored: the alarm is durable on the hub. `persisted`: its row in the
+        AckStore was committed with it (else it is written here, off the event loop)."""
         alarm = self._alarms.get(out.msg_id)
         if alarm is not None:
             self._owe(alarm[0], _Owed(alarm[1], ack.RECEIVED))
             advert = self._adverts.pop(out.msg_id, None)
-            if self.store is not None:
+            if self.store is not None and not persisted:
                 self._write(self.store.put, out.msg_id, alarm[0].id, alarm[1], advert,
                             self.now())
 
@@ -203,12 +225,12 @@ class AckSender:
         self._owe(device, owed)
 
     def delivered(self, msg_id: str, payload: dict[str, Any] | None = None) -> None:
-        """Hub.on_delivered: the response centre's receipt for this alarm came back."""
+        """Hub.on_delivered: the response centre's receipt for this alarm came back (the
+        outbox marked "help is coming" owed in the same transaction). Its row goes once
+        the device has heard it."""
         alarm = self._alarms.pop(msg_id, None)
         if alarm is not None:
             self._owe(alarm[0], _Owed(alarm[1], ack.DELIVERED))
-            if self.store is not None:
-                self._write(self.store.remove, msg_id)
 
     def _write(self, fn: Callable[..., None], *args: Any) -> None:
         # Off the event loop: an fsync must not hold up the next alarm. The in-memory state
@@ -284,6 +306,8 @@ class AckSender:
                 failures = 0
                 self.stats[f"sent_{name}"] += 1
                 log.info("ack %s sent to %s (counter %d)", name, dev_id, owed.counter)
+                if owed.state == ack.DELIVERED and self.store is not None:
+                    self._write(self.store.done, dev_id, owed.counter)
                 self._settled[dev_id] = settled
                 if self._owed.get(dev_id) == entry:
                     del self._owed[dev_id]

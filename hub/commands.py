@@ -31,6 +31,22 @@ def command_topic(site: str) -> str:
     return f"{mqtt_schema.TOPIC_ROOT}/{site}/command"
 
 
+def parse_command(data: bytes) -> dict[str, Any] | None:
+    """A command object from raw bytes, or None. Bounded before parsing (size, nesting):
+    a poison message must cost microseconds, not the network thread."""
+    if len(data) > mqtt_schema.MAX_INCOMING_BYTES:
+        return None
+    if mqtt_schema.json_depth(data) > mqtt_schema.MAX_JSON_DEPTH:
+        return None
+    try:
+        cmd = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(cmd, dict) or cmd.get("kind") != "command":
+        return None
+    return cmd
+
+
 class CommandListener:
     def __init__(self, client: mqtt.Client, site: str,
                  handler: Callable[[dict[str, Any]], None]) -> None:
@@ -41,6 +57,9 @@ class CommandListener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seen: deque[str] = deque(maxlen=256)
         self.received = 0
+        self.refused = 0
+        self.subscribed: bool | None = None  # the broker's answer to the subscription
+        self._sub_mids: set[int] = set()
 
     def attach(self) -> None:
         """Subscribe on every (re)connect, next to what the MQTT link itself does there.
@@ -53,23 +72,48 @@ class CommandListener:
             if previous is not None:
                 cast(Any, previous)(client, userdata, flags, rc, props)
             if not rc.is_failure:
-                client.subscribe(self.topic, qos=1)
+                self._subscribe(client)
+
+        previous_sub = self.client.on_subscribe
+
+        def on_subscribe(client: mqtt.Client, userdata: Any, mid: int, codes: Any,
+                         props: Any) -> None:
+            if previous_sub is not None:
+                cast(Any, previous_sub)(client, userdata, mid, codes, props)
+            if mid in self._sub_mids:
+                self._sub_mids.discard(mid)
+                self.subscribed = not any(c.is_failure for c in codes)
+                if not self.subscribed:
+                    # Remote mute would silently do nothing: say so.
+                    log.error("broker refused the subscription to %s (%s): commands from the"
+                              " response centre cannot arrive; check the broker's ACL"
+                              " (docs/DELIVERY.md)", self.topic, codes[0])
 
         self.client.on_connect = on_connect
+        self.client.on_subscribe = on_subscribe
         self.client.message_callback_add(self.topic, self._on_message)
         if self.client.is_connected():
-            self.client.subscribe(self.topic, qos=1)
+            self._subscribe(self.client)
+
+    def _subscribe(self, client: mqtt.Client) -> None:
+        rc, mid = client.subscribe(self.topic, qos=1)
+        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._sub_mids.add(mid)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # paho's network thread: nothing may escape (it would kill the thread and the link).
         try:
-            cmd = json.loads(msg.payload)
-        except ValueError:
-            cmd = None
-        if not isinstance(cmd, dict) or cmd.get("kind") != "command":
-            log.warning("ignored a malformed command on %s", msg.topic)
-            return
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._deliver, cmd)
+            cmd = parse_command(bytes(msg.payload))
+            if cmd is None:
+                self.refused += 1
+                if self.refused <= 10 or self.refused % 1000 == 0:
+                    log.warning("ignored a malformed command on %s (%d bytes; %d so far)",
+                                msg.topic, len(msg.payload), self.refused)
+                return
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._deliver, cmd)
+        except Exception:
+            log.exception("command on %s could not be handled", msg.topic)
 
     def _deliver(self, cmd: dict[str, Any]) -> None:
         cid = str(cmd.get("id", ""))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -60,6 +60,19 @@ class MqttSettings:
     receipt_timeout_s: float = 10.0  # no receipt for an alarm in this time: publish it again
     outbox_budget_mb: float = 100.0
     heartbeat_s: int = 60
+    # Hex key the response centre signs receipts with (protocols/MQTT.md); None: receipts
+    # are taken on the broker's ACL alone (logged as a warning at start).
+    receipt_key_file: Path | None = None
+    # Receivers of [[route]] copies: their own window and delivery rule (hub/routing.py).
+    # Not compared: routes stay reloadable; the link takes a changed rule at its next start.
+    receivers: tuple[Receiver, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class Receiver:
+    name: str
+    confirms: bool = False  # True: its copies stay until its receipt names them
+    receipt_key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -283,14 +296,19 @@ def load(path: str | Path) -> HubConfig:
     hub_id = r.get(hub, "hub", "id", str)
     data_dir = file.parent / r.get(hub, "hub", "data_dir", str, "var")
     keys_file = file.parent / r.get(hub, "hub", "keys_file", str, "keys.toml")
-    port = r.get(mqtt, "mqtt", "port", int, 1883)
-    if not 0 < port < 65536:
-        problems.append(f"{file}: mqtt.port: {port} is not a TCP port")
+    if site_id is not None and not SITE_ID.match(site_id):
+        r.error("site.id", f"{site_id!r}: use 1-64 letters, digits, - and _ (it is part of"
+                " every MQTT topic; +, # and / would change the topic)")
+    if hub_id is not None and not SITE_ID.match(hub_id):
+        r.error("hub.id", f"{hub_id!r}: use 1-64 letters, digits, - and _ (it is the MQTT"
+                " client id)")
+    port = r.number(mqtt, "mqtt", "port", 1883, 1, 65535)
     settings = MqttSettings(
         host=r.get(mqtt, "mqtt", "host", str, "127.0.0.1"),
         port=port,
-        keepalive=r.get(mqtt, "mqtt", "keepalive", int, 30),
-        window=r.get(mqtt, "mqtt", "window", int, 20),
+        # 0 would switch keepalive off: a dead link would never be noticed.
+        keepalive=r.number(mqtt, "mqtt", "keepalive", 30, 1, 3600),
+        window=r.number(mqtt, "mqtt", "window", 20, 1, 1000),
         **_mqtt_delivery(r, mqtt, file),
     )
     radio_kind = r.get(radio, "radio", "kind", str, "bleak")
@@ -334,6 +352,7 @@ def load(path: str | Path) -> HubConfig:
     declared = frozenset(str(d.get("id")) for d in device_tables)
     rules = parse_rules(r.table(raw, "", "rules"), r, "rules", devices, declared)
     routes = parse_routes(r.tables(raw, "", "route"), r)
+    settings = replace(settings, receivers=_receivers(r, routes, file))
     ret = r.table(raw, "", "retention")
     r.unknown(ret, "retention", {"events_days", "audit_days"})
     retention = Retention(r.number(ret, "retention", "events_days", 30, 1, 3650),
@@ -399,29 +418,17 @@ def _is_mac(s: str) -> bool:
 
 _MQTT_DELIVERY_KEYS = {
     "tls_ca", "tls_cert", "tls_key", "username", "password_file", "receipt_timeout_s",
-    "outbox_budget_mb", "heartbeat_s",
+    "outbox_budget_mb", "heartbeat_s", "receipt_key_file",
 }
 
 
 def _mqtt_delivery(r: _Reader, mqtt: dict[str, Any], file: Path) -> dict[str, Any]:
     """[mqtt] settings for TLS, credentials and delivery (docs/DELIVERY.md)."""
     out: dict[str, Any] = {}
-    for key in ("tls_ca", "tls_cert", "tls_key", "password_file"):
-        name = r.get(mqtt, "mqtt", key, str, "")
-        if not name:
-            continue
-        path = file.parent / name
-        try:
-            mode = path.stat().st_mode
-        except OSError as e:
-            r.problems.append(f"{file}: mqtt.{key}: cannot read {path}: {e.strerror}")
-            continue
-        if key in ("tls_key", "password_file") and mode & 0o006:
-            r.problems.append(
-                f"{file}: mqtt.{key}: {path} is readable by other users"
-                f" (mode {mode & 0o777:04o}); fix with: chmod 600 {path}"
-            )
-        out[key] = path
+    for key in ("tls_ca", "tls_cert", "tls_key", "password_file", "receipt_key_file"):
+        path = _secret_path(r, mqtt, "mqtt", key, file)
+        if path is not None:
+            out[key] = path
     if ("tls_cert" in out) != ("tls_key" in out):
         r.problems.append(f"{file}: mqtt.tls_cert: tls_cert and tls_key go together")
     if ("tls_cert" in out or "tls_key" in out) and "tls_ca" not in out:
@@ -431,19 +438,66 @@ def _mqtt_delivery(r: _Reader, mqtt: dict[str, Any], file: Path) -> dict[str, An
         out["username"] = username
     if "password_file" in out and not username:
         r.problems.append(f"{file}: mqtt.username: needed with password_file")
-    for key, default, low in (
-        ("receipt_timeout_s", 10.0, 0.1), ("outbox_budget_mb", 100.0, 0.01),
-        ("heartbeat_s", 60, 1),
+    for key, default, low, high in (
+        ("receipt_timeout_s", 10.0, 0.1, 3600), ("outbox_budget_mb", 100.0, 0.01, 100_000),
+        ("heartbeat_s", 60, 1, 86400),
     ):
-        value = mqtt.get(key, default)
-        ok_types = (int, float) if isinstance(default, float) else (int,)
-        if isinstance(value, bool) or not isinstance(value, ok_types):
-            r.problems.append(
-                f"{file}: mqtt.{key}: expected a number, got {type(value).__name__}")
-            value = default
-        elif value < low:
-            r.problems.append(f"{file}: mqtt.{key}: {value} is below the minimum {low}")
-            value = default
-        out[key] = value
+        out[key] = r.number(mqtt, "mqtt", key, default, low, high,
+                            float if isinstance(default, float) else int)
     return out
+
+
+# Topic-safe: no "/", "+", "#" (they would change or widen the topic), no spaces.
+SITE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _secret_path(r: _Reader, table: dict[str, Any], where: str, key: str,
+                 file: Path) -> Path | None:
+    """A file named in the config; keys and passwords must not be readable by others."""
+    name = r.get(table, where, key, str, "")
+    if not name:
+        return None
+    path: Path = file.parent / str(name)
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        r.error(f"{where}.{key}", f"cannot read {path}: {e.strerror}")
+        return None
+    if key in ("tls_key", "password_file", "receipt_key_file") and mode & 0o006:
+        r.error(f"{where}.{key}", f"{path} is readable by other users"
+                f" (mode {mode & 0o777:04o}); fix with: chmod 600 {path}")
+    if key == "receipt_key_file":
+        try:
+            read_receipt_key(path)
+        except (OSError, ValueError) as e:
+            r.error(f"{where}.{key}", str(e))
+            return None
+    return path
+
+
+def read_receipt_key(path: Path) -> bytes:
+    """A receipt key file: the key in hex on its first line (at least 16 bytes)."""
+    lines = path.read_text().split()
+    try:
+        key = bytes.fromhex(lines[0]) if lines else b""
+    except ValueError:
+        raise ValueError(f"{path}: expected the key in hex on the first line") from None
+    if len(key) < 16:
+        raise ValueError(f"{path}: the key is too short (at least 32 hex digits)")
+    return key
+
+
+def _receivers(r: _Reader, routes: tuple[Route, ...], file: Path) -> tuple[Receiver, ...]:
+    out: list[Receiver] = []
+    seen: set[str] = set()
+    for i, route in enumerate(routes):
+        if route.receiver in seen or route.receiver == "centre":
+            continue
+        seen.add(route.receiver)
+        key = None
+        if route.receipt_key_file:
+            key = _secret_path(r, {"receipt_key_file": route.receipt_key_file}, f"route[{i}]",
+                               "receipt_key_file", file)
+        out.append(Receiver(route.receiver, route.confirms, key))
+    return tuple(out)
 

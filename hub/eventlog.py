@@ -49,7 +49,9 @@ class EventLog:
 
     def append(self, entry: dict[str, Any]) -> None:
         try:
-            with open(self.path, "a", encoding="utf-8") as f:
+            # Health data about a person at home: the hub's own user only.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with open(fd, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry, ensure_ascii=False) + "\n")
         except OSError:
             pass  # the outbox holds what matters; a full disk must not stop the rules
@@ -93,6 +95,8 @@ class EventLog:
         if len(kept) == len(lines):
             return 0
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+                  encoding="utf-8") as f:
+            f.write("".join(kept))
         os.replace(tmp, self.path)
         return len(lines) - len(kept)

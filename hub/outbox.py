@@ -1,14 +1,18 @@
 """Durable outbox: every outgoing message is committed here (fsync'd) before anything else.
 
 SQLite in WAL mode with synchronous=FULL: a committed row survives kill -9 and power loss
-(NORMAL could roll back the last commits on power loss). Appends are batched into one
-transaction (group commit), so a burst costs one fsync, not one per message.
+(NORMAL could roll back the last commits on power loss). The outbox is a table of the hub's
+one database (hub/store.py): a `Decision` (the messages of one advert, timer or command, with
+the counters, rule state and acknowledgement state it changed) commits as a whole, and the
+decisions waiting for the disk are batched into one transaction (group commit), so a burst
+costs one fsync, not one per message.
 
 A row's life: appended (pending) -> published -> PUBACK. Telemetry is deleted at PUBACK. Rows
 that need an end-to-end receipt (alarms) stay, with `next_try` pushed into the future, until
 the response centre's receipt names their id; if none comes they are published again (same
-id) with back-off. Bookkeeping after the append (PUBACK, back-off, receipts) is not critical:
-losing it in a crash only means a re-send, which receivers de-duplicate.
+id) with back-off. Bookkeeping after the append (PUBACK, back-off, receipts) needs no fsync
+of its own: losing it in a power cut only means a re-send, which receivers de-duplicate, and
+a receipt's deletion and the "help is coming" it makes owed are lost or kept together.
 
 Disk use is bounded by a byte budget over the stored messages: when a new message does not
 fit, the oldest messages of the least urgent priority that do not need a receipt are dropped
@@ -24,12 +28,14 @@ import json
 import logging
 import os
 import sqlite3
-import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from hub import store
 from hub.rules import Outgoing
+from hub.store import Database, open_db
 from hub.tasks import cancel_and_wait
 from protocols import mqtt_schema
 
@@ -67,6 +73,20 @@ class OutboxWriteError(Exception):
     """The message could not be stored (disk full, I/O error). Nothing was acknowledged."""
 
 
+@dataclass(slots=True)
+class Decision:
+    """What one decision on an advert, a timer or a command changes (hub/service.py):
+    committed together or not at all."""
+
+    items: list[tuple[str, Outgoing]] = field(default_factory=list)  # (topic, message)
+    counters: dict[str, int | None] = field(default_factory=dict)  # None: forget (new key)
+    rule_state: bytes | None = None  # the engine's snapshot after the decision
+    acks: list[store.AckRow] = field(default_factory=list)  # "received" owed once stored
+
+    def __bool__(self) -> bool:
+        return bool(self.items or self.counters or self.rule_state is not None or self.acks)
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     seq: int
@@ -99,6 +119,21 @@ def _row(r: tuple[int, str, str, str, bytes, int, int, int]) -> Row:
     return Row(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], bool(r[6]), r[7])
 
 
+def _intact(r: tuple[object, ...]) -> bool:
+    """A row read from a damaged file that is still the message it was (else: not sent)."""
+    msg_id, kind, topic, payload, prio, created, receipt, size = r
+    if not (isinstance(msg_id, str) and isinstance(kind, str) and isinstance(topic, str)
+            and isinstance(payload, bytes) and isinstance(prio, int)
+            and isinstance(created, (int, float)) and isinstance(receipt, int)
+            and isinstance(size, int)):
+        return False
+    try:
+        msg = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(msg, dict) and msg.get("id") == msg_id and msg.get("kind") == kind
+
+
 def is_disk_full(e: BaseException) -> bool:
     if isinstance(e, sqlite3.Error):
         return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(e)
@@ -110,33 +145,29 @@ class Outbox:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Database,
         budget_bytes: int | None = None,
         reserve_bytes: int = 1 << 20,
     ) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._owns = not isinstance(path, Database)
+        self.store = open_db(path)
+        self.path = self.store.path
         self.budget_bytes = budget_bytes
         self.reserve_bytes = reserve_bytes
         self.reserve_path = self.path.with_name(self.path.name + ".reserve")
         self.dropped = 0  # low-priority messages dropped to stay within the budget
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        # synchronous is per connection and not stored in the file: set it on every open.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        # The WAL keeps its high-water size after checkpoints, and on a full disk all free
-        # space may sit in it: keep it well below the reserve (100 pages = 400 kB).
-        self._db.execute("PRAGMA journal_size_limit=1048576")
-        self._db.execute("PRAGMA wal_autocheckpoint=100")
+        self._lock = self.store.lock
+        self._db = self.store.conn
         self._db.executescript(SCHEMA)
         have = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
         for col, sql in MIGRATIONS.items():
             if col not in have:
                 self._db.execute(sql)
         self._db.execute("CREATE INDEX IF NOT EXISTS outbox_id ON outbox(msg_id)")
-        # A restart forgets every back-off: whatever was not confirmed goes out again now.
+        # Back-off deadlines are on this process's monotonic clock, meaningless to the
+        # next one: whatever was not confirmed goes out again now.
         self._db.execute("UPDATE outbox SET next_try = 0 WHERE next_try > 0")
+        self.salvaged = self._salvage()
         self._db.execute(
             "UPDATE outbox SET size = length(payload) + length(topic) + length(msg_id) + ?"
             " WHERE size = 0",
@@ -144,50 +175,74 @@ class Outbox:
         )
         (used,) = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()
         self._used = int(used)
+        self.commits = 0  # durable commits (each one fsync of the WAL)
         if reserve_bytes:
             self.ensure_reserve()
+
+    def _salvage(self) -> int:
+        """Messages still readable in a damaged file set aside at open go out again."""
+        rows = [r for r in self.store.salvage("outbox", "msg_id, kind, topic, payload,"
+                                              " priority, created, receipt, size")
+                if _intact(r)]
+        if not rows:
+            return 0
+        with self.store.transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO outbox(msg_id, kind, topic, payload, priority, created,"
+                " receipt, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        log.error("outbox: %d message(s) salvaged from the damaged file", len(rows))
+        return len(rows)
 
     # -- appending ---------------------------------------------------------------------------
     def append_many(self, items: list[tuple[str, Outgoing]], now: float) -> None:
         """Commit all items in one transaction. Returns only once they are on disk.
 
         Raises OutboxWriteError when the store cannot take them (nothing is stored then)."""
+        self.commit([Decision(items)], now)
+
+    def commit(self, decisions: list[Decision], now: float) -> None:
+        """Everything the decisions change, in their order, in ONE durable transaction:
+        their messages, the counters they accepted, the rule state they leave behind and the
+        acknowledgements they owe. Returns only once it is on disk; raises OutboxWriteError
+        (nothing of it is stored then)."""
         rows = []
-        for topic, o in items:
-            payload = json.dumps(o.payload, separators=(",", ":")).encode()
-            size = len(payload) + len(topic) + len(o.msg_id) + ROW_OVERHEAD
-            rows.append(
-                (o.msg_id, o.kind, topic, payload, o.priority, now, int(o.kind in RECEIPT_KINDS),
-                 size)
-            )
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    before = self._db.total_changes
-                    self._db.executemany(
+        for d in decisions:
+            for topic, o in d.items:
+                payload = json.dumps(o.payload, separators=(",", ":")).encode()
+                size = len(payload) + len(topic) + len(o.msg_id) + ROW_OVERHEAD
+                rows.append((o.msg_id, o.kind, topic, payload, o.priority, now,
+                             int(o.kind in RECEIPT_KINDS), size))
+        try:
+            with self.store.transaction() as db:
+                added = 0
+                if rows:
+                    before = db.total_changes
+                    db.executemany(
                         "INSERT OR IGNORE INTO outbox(msg_id, kind, topic, payload, priority,"
                         " created, receipt, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         rows,
                     )
-                    if self._db.total_changes - before != len(rows):
+                    if db.total_changes - before != len(rows):
                         # Some ids were stored already (a re-emitted message): recount.
-                        (used,) = self._db.execute(
+                        (used,) = db.execute(
                             "SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()
                         self._used = int(used)
-                        added = 0
                     else:
                         added = sum(r[7] for r in rows)
-                    freed, dropped = self._fit_budget(added)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except (sqlite3.Error, OSError) as e:
-                raise OutboxWriteError(f"{self.path}: cannot store message: {e}") from e
-            self._used += added - freed
-            self.dropped += dropped
+                for d in decisions:
+                    if d.counters:
+                        store.write_counters(db, d.counters)
+                    if d.acks:
+                        store.write_acks(db, d.acks, now)
+                snaps = [d.rule_state for d in decisions if d.rule_state is not None]
+                if snaps:
+                    store.write_rule_state(db, snaps[-1])
+                freed, dropped = self._fit_budget(added)
+        except (sqlite3.Error, OSError) as e:
+            raise OutboxWriteError(f"{self.path}: cannot store message: {e}") from e
+        self.commits += 1
+        self._used += added - freed
+        self.dropped += dropped
 
     def _fit_budget(self, added: int) -> tuple[int, int]:
         """Drop the oldest least-urgent droppable rows until the budget holds. Never a row
@@ -227,7 +282,8 @@ class Outbox:
         if not self.reserve_bytes or self.reserve_path.exists():
             return True
         try:
-            with open(self.reserve_path, "wb") as f:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with open(fd, "wb") as f:
                 # Real bytes, not a sparse file: tmpfs and most filesystems count only those.
                 chunk = b"\0" * 65536
                 left = self.reserve_bytes
@@ -291,18 +347,39 @@ class Outbox:
         now: float = float("inf"),
         hold: frozenset[int] | set[int] = frozenset(),
         allow: frozenset[int] | set[int] = frozenset(),
+        hold_copies: frozenset[tuple[str, int]] | set[tuple[str, int]] = frozenset(),
+        copies_prefix: str = "",
+        after: tuple[int, int] | None = None,
     ) -> list[Row]:
         """The most urgent rows due for (re-)publishing, in delivery order (priority, then
         arrival). Rows waiting for a receipt are due only when their back-off has run out.
-        Priorities in `hold` are held back (flow control), except the rows in `allow`."""
+        Priorities in `hold` are held back (flow control), except the rows in `allow`; with
+        `copies_prefix`, `hold` is only for rows whose topic does not start with it (the
+        response centre's), and `hold_copies` holds (topic prefix, priority) pairs: each
+        receiver of routed copies has its own window. `after` = (priority, seq): only rows
+        later in delivery order (the link fetching ahead of what it holds)."""
         if limit <= 0:
             return []
         where = "next_try <= ?"
-        args: list[float | int] = [now]
+        args: list[float | int | str] = [now]
+        held: list[str] = []
         if hold:
-            where += (f" AND (priority NOT IN ({','.join('?' * len(hold))})"
+            c = f"priority IN ({','.join('?' * len(hold))})"
+            args += [*hold]
+            if copies_prefix:
+                c += " AND substr(topic, 1, ?) != ?"
+                args += [len(copies_prefix), copies_prefix]
+            held.append(c)
+        for prefix, p in hold_copies:
+            held.append("(priority = ? AND substr(topic, 1, ?) = ?)")
+            args += [p, len(prefix), prefix]
+        if after is not None:
+            where += " AND (priority > ? OR (priority = ? AND seq > ?))"
+            args += [after[0], after[0], after[1]]
+        if held:
+            where += (f" AND (NOT ({' OR '.join(held)})"
                       f" OR seq IN ({','.join('?' * len(allow)) or 'NULL'}))")
-            args += [*hold, *allow]
+            args += [*allow]
         with self._lock:
             cur = self._db.execute(
                 f"SELECT {_COLS} FROM outbox WHERE {where} ORDER BY priority, seq LIMIT ?",
@@ -311,80 +388,47 @@ class Outbox:
             rows = [_row(r) for r in cur.fetchall()]
         return [r for r in rows if r.seq not in exclude][:limit]
 
-    def _relaxed(self) -> None:
-        # Bookkeeping after delivery needs no fsync of its own: losing it in a power cut
-        # only means a re-send (receivers de-duplicate), and the next FULL commit (an
-        # append) syncs the whole WAL, these frames included. Called with the lock held.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-
-    def _strict(self) -> None:
-        self._db.execute("PRAGMA synchronous=FULL")
-
     def settle(self, delete: list[int], wait: list[tuple[int, float]]) -> None:
         """After PUBACKs: delete rows that are done, push the others' next try into the
-        future (they wait for a receipt). One transaction for the lot."""
+        future (they wait for a receipt). One transaction for the lot, without an fsync of
+        its own: losing it in a power cut only means a re-send (receivers de-duplicate)."""
         if not delete and not wait:
             return
-        with self._lock:
-            self._relaxed()
-            try:
-                self._settle(delete, wait)
-            finally:
-                self._strict()
-
-    def _settle(self, delete: list[int], wait: list[tuple[int, float]]) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            if delete:
-                marks = ",".join("?" * len(delete))
-                cur = self._db.execute(
-                    f"DELETE FROM outbox WHERE seq IN ({marks}) RETURNING size", delete
-                )
+        with self.store.transaction(durable=False) as db:
+            for chunk in store.chunks(delete):
+                cur = db.execute(
+                    f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})"
+                    " RETURNING size", chunk)
                 self._used -= sum(s for (s,) in cur.fetchall())
-            self._db.executemany(
+            db.executemany(
                 "UPDATE outbox SET next_try = ?, attempts = attempts + 1 WHERE seq = ?",
                 [(t, s) for s, t in wait],
             )
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
 
     def delete(self, seqs: list[int]) -> None:
         self.settle(seqs, [])
 
     def confirm(self, msg_ids: list[str]) -> list[Row]:
         """A receipt came back for these ids: they are done. Returns the rows removed (ids
-        not in the outbox, e.g. a second receipt for the same alarm, are ignored)."""
+        not in the outbox, e.g. a second receipt for the same alarm, are ignored). In the
+        same transaction the device is now owed "help is coming" (hub/acks.py): a crash
+        cannot leave the message gone and the resident not told. Any number of ids: the
+        SQL goes in chunks."""
         if not msg_ids:
             return []
-        marks = ",".join("?" * len(msg_ids))
-        with self._lock:
-            self._relaxed()
-            try:
-                return self._confirm(msg_ids, marks)
-            finally:
-                self._strict()
-
-    def _confirm(self, msg_ids: list[str], marks: str) -> list[Row]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            rows = [
-                _row(r)
-                for r in self._db.execute(
-                    f"SELECT {_COLS} FROM outbox WHERE msg_id IN ({marks})", msg_ids
-                ).fetchall()
-            ]
-            cur = self._db.execute(
-                f"DELETE FROM outbox WHERE msg_id IN ({marks}) RETURNING size", msg_ids
-            )
-            self._used -= sum(s for (s,) in cur.fetchall())
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+        ids = list(dict.fromkeys(msg_ids))
+        rows: list[Row] = []
+        with self.store.transaction(durable=False) as db:
+            for chunk in store.chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                cur = db.execute(
+                    f"DELETE FROM outbox WHERE msg_id IN ({marks}) RETURNING {_COLS}, size",
+                    chunk)
+                for r in cur.fetchall():
+                    rows.append(_row(r[:8]))
+                    self._used -= r[8]
+            store.mark_delivered(db, [r.msg_id for r in rows])
+        rows.sort(key=lambda r: r.seq)
         return rows
 
     def make_due(self) -> None:
@@ -423,8 +467,8 @@ class Outbox:
             return [i for (i,) in self._db.execute("SELECT msg_id FROM outbox ORDER BY seq")]
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        if self._owns:
+            self.store.close()
 
 
 # (problem, detail, messages held in memory): problem is "disk_full" (stored after the
@@ -433,44 +477,60 @@ StoreProblemCallback = Callable[[str, str, list[tuple[str, Outgoing]]], None]
 
 
 class GroupCommitter:
-    """Collects appends from the event loop and commits them together in a worker thread.
+    """Collects decisions from the event loop and commits them together in a worker thread.
 
-    `await append(...)` returns once the message is durable, so callers can acknowledge.
-    When the store fails (disk full) the messages stay queued here, in memory, and are
-    retried with back-off; `on_problem` is told so the hub can raise a technical alarm."""
+    `await commit(decision)` returns once it is durable, so callers can acknowledge. The
+    order of submission is the order on disk: a later decision (whose rule state already
+    shows an earlier one's alarm raised) never lands before the earlier one. When the store
+    fails (disk full) the decisions stay queued here, in memory, in order, and are retried
+    with back-off; `on_problem` is told so the hub can raise a technical alarm."""
 
     RETRY_MIN_S = 0.2
     RETRY_MAX_S = 5.0
+    RESERVE_RETRY_S = 60.0
 
     def __init__(
         self,
         outbox: Outbox,
         now: Callable[[], float],
         on_problem: StoreProblemCallback | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.outbox = outbox
         self.now = now
+        self.monotonic = monotonic
         self.on_problem = on_problem
         self.failures = 0
         self._reserve_tried = float("-inf")
-        self._pending: list[tuple[tuple[str, Outgoing], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Decision, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self.committed = asyncio.Event()  # set after each commit (the publisher waits on it)
         self._task: asyncio.Task[None] | None = None
+        # Test hook (tests/test_chaos.py): called in the worker thread right before and
+        # right after each commit, to make the windows around it hittable.
+        self.hook: Callable[[str], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit")
 
-    async def append(self, topic: str, out: Outgoing) -> None:
+    def submit(self, decision: Decision) -> asyncio.Future[None]:
+        """Queue a decision now (its place in the order is taken here); the future is done
+        once it is durable."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(((topic, out), fut))
+        self._pending.append((decision, fut))
         self._wake.set()
-        await fut
+        return fut
+
+    async def commit(self, decision: Decision) -> None:
+        await self.submit(decision)
+
+    async def append(self, topic: str, out: Outgoing) -> None:
+        await self.submit(Decision([(topic, out)]))
 
     @property
     def waiting(self) -> int:
         """Messages not yet stored (non-zero only while the store is failing)."""
-        return len(self._pending)
+        return sum(len(d.items) for d, _ in self._pending)
 
     def _tell(self, problem: str, detail: str, items: list[tuple[str, Outgoing]]) -> None:
         if self.on_problem is None:
@@ -485,17 +545,18 @@ class GroupCommitter:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            # A cancelled caller's decision is still committed: its counter and rule state
+            # are already in memory, and later decisions build on them.
             batch, self._pending = self._pending, []
-            batch = [b for b in batch if not b[1].done()]  # the caller gave up (cancelled)
             if not batch:
                 continue
-            items = [b[0] for b in batch]
+            decisions = [b[0] for b in batch]
             try:
-                stored, released = await asyncio.to_thread(self._store, items)
+                stored, released = await asyncio.to_thread(self._store, decisions)
             except Exception as e:
                 stored, released, error = 0, False, str(e)
             else:
-                error = "" if stored == len(items) else "filesystem full"
+                error = "" if stored == len(decisions) else "filesystem full"
             for _, fut in batch[:stored]:
                 if not fut.done():
                     fut.set_result(None)
@@ -509,31 +570,39 @@ class GroupCommitter:
                 continue
             held = batch[stored:]
             self.failures += 1
-            log.error("outbox %s: %s; %d message(s) held in memory, retrying",
-                      self.outbox.path, error, len(held))
-            self._tell("write_failed", error, [b[0] for b in held])
-            # Keep arrival order: the held messages go before anything newer.
+            items = [i for d, _ in held for i in d.items]
+            log.error("outbox %s: %s; %d decision(s), %d message(s) held in memory, retrying",
+                      self.outbox.path, error, len(held), len(items))
+            self._tell("write_failed", error, items)
+            # Keep the order: the held decisions go before anything newer.
             self._pending = held + self._pending
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.RETRY_MAX_S)
             self._wake.set()
 
-    def _store(self, items: list[tuple[str, Outgoing]]) -> tuple[int, bool]:
-        """Append; on a full filesystem make room and store as many as fit, in order, one
+    def _commit(self, decisions: list[Decision]) -> None:
+        if self.hook is not None:
+            self.hook("before_commit")
+        self.outbox.commit(decisions, self.now())
+        if self.hook is not None:
+            self.hook("after_commit")
+
+    def _store(self, decisions: list[Decision]) -> tuple[int, bool]:
+        """Commit; on a full filesystem make room and store as many as fit, in order, one
         per transaction. Returns (how many were stored, whether the reserve was released)."""
         try:
-            self.outbox.append_many(items, self.now())
+            self._commit(decisions)
             self._restore_reserve()
-            return len(items), False
+            return len(decisions), False
         except OutboxWriteError as e:
             if e.__cause__ is None or not is_disk_full(e.__cause__):
                 raise
             first = e
         released = self.outbox.make_room()
         stored = 0
-        for item in items:
+        for d in decisions:
             try:
-                self.outbox.append_many([item], self.now())
+                self._commit([d])
             except OutboxWriteError:
                 break
             stored += 1
@@ -547,13 +616,26 @@ class GroupCommitter:
         ob = self.outbox
         if not ob.reserve_bytes or ob.reserve_path.exists():
             return
-        now = self.now()
-        if now - self._reserve_tried < 60:
+        now = self.monotonic()
+        if now - self._reserve_tried < self.RESERVE_RETRY_S:
             return
         self._reserve_tried = now
         if ob.ensure_reserve():
             log.info("outbox: reserve for alarms set aside again")
 
     async def stop(self) -> None:
+        """Stop; what is still queued gets one last try (a clean stop keeps the counters
+        and rule state of its last decisions)."""
         await cancel_and_wait([self._task])
-
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            stored, _ = await asyncio.to_thread(self._store, [d for d, _ in batch])
+        except Exception as e:
+            log.error("outbox %s: %d decision(s) not stored at stop: %s",
+                      self.outbox.path, len(batch), e)
+            return
+        for _, fut in batch[:stored]:
+            if not fut.done():
+                fut.set_result(None)

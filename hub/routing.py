@@ -4,8 +4,13 @@ Privacy by default: only alarms (care and technical, with their clears) and stat
 home, to the response centre on the standard topics. Events (charging notices and the like)
 stay in the local event log unless a route sends them somewhere. Routes named "centre"
 replace that default selection for the response centre. Every other receiver gets a copy, on
-its own topic and with its own message id (`<id>@<receiver>`, the alarm id unchanged), only
+its own topic and with its own message id (`<id>:<receiver>`, the alarm id unchanged), only
 of what its route selects.
+
+Each receiver has its own delivery window and rule (hub/mqtt_link.py): a route with
+`confirms = true` keeps its copies until that receiver's own receipt names them (on
+`tryggheim/v1/<site>/to/<receiver>/receipt`); otherwise a copy is done at the broker's
+PUBACK. Either way a receiver never holds back the response centre or another receiver.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class Route:
     kinds: frozenset[str] = frozenset()  # empty = every kind
     types: frozenset[str] = frozenset()  # empty = every type
     max_priority: int = 9  # only as urgent as this or more (1 = most urgent)
+    confirms: bool = False  # the receiver sends receipts: keep its copies until they come
+    receipt_key_file: str = ""  # its receipt key (relative to the config file)
 
     def matches(self, out: Outgoing) -> bool:
         return ((not self.kinds or out.kind in self.kinds)
@@ -39,6 +46,20 @@ def receiver_topic(site: str, receiver: str, kind: str) -> str:
     if receiver == CENTRE:
         return str(mqtt_schema.topic(site, kind))
     return f"{mqtt_schema.TOPIC_ROOT}/{site}/to/{receiver}/{kind}"
+
+
+def receiver_of(topic: str) -> str:
+    """Whose copy a topic carries: CENTRE, or the receiver of a `.../to/<receiver>/...`."""
+    parts = topic.split("/")
+    if len(parts) > 4 and parts[3] == "to":
+        return parts[4]
+    return CENTRE
+
+
+def copy_id(msg_id: str, receiver: str) -> str:
+    # ":" is allowed in message ids by the schemas ("@" is not) and never used by the hub's
+    # own ids, so a copy's id cannot collide with another message's.
+    return f"{msg_id}:{receiver}"
 
 
 def route(site: str, routes: Iterable[Route], out: Outgoing) -> list[tuple[str, Outgoing]]:
@@ -53,7 +74,7 @@ def route(site: str, routes: Iterable[Route], out: Outgoing) -> list[tuple[str, 
         if r.receiver == CENTRE or r.receiver in seen or not r.matches(out):
             continue
         seen.add(r.receiver)
-        payload = {**out.payload, "id": f"{out.msg_id}@{r.receiver}", "receiver": r.receiver}
+        payload = {**out.payload, "id": copy_id(out.msg_id, r.receiver), "receiver": r.receiver}
         result.append((receiver_topic(site, r.receiver, out.kind), replace(out, payload=payload)))
     return result
 
@@ -63,7 +84,8 @@ def parse_routes(tables: list[dict[str, Any]], r: Reader, prefix: str = "route")
     routes: list[Route] = []
     for i, t in enumerate(tables):
         where = f"{prefix}[{i}]"
-        r.unknown(t, where, {"receiver", "kinds", "types", "max_priority"})
+        r.unknown(t, where, {"receiver", "kinds", "types", "max_priority", "confirms",
+                             "receipt_key_file"})
         name = r.get(t, where, "receiver", str)
         if name is not None and not (name.replace("-", "").replace("_", "").isalnum()
                                      and name.isascii()):
@@ -79,7 +101,14 @@ def parse_routes(tables: list[dict[str, Any]], r: Reader, prefix: str = "route")
             if not isinstance(ty, str):
                 r.error(f"{where}.types[{j}]", "expected a message type name")
         prio = r.number(t, where, "max_priority", 9, 1, 9)
+        confirms = r.get(t, where, "confirms", bool, False)
+        key = r.get(t, where, "receipt_key_file", str, "")
+        if name == CENTRE and ("confirms" in t or key):
+            r.error(f"{where}.confirms", "the response centre always confirms; its key is"
+                    " mqtt.receipt_key_file")
+        if name is not None and len(name) > 64:
+            r.error(f"{where}.receiver", "at most 64 characters")
         if name is not None:
             routes.append(Route(name, frozenset(map(str, kinds)), frozenset(map(str, types)),
-                                prio))
+                                prio, bool(confirms), key))
     return tuple(routes)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +19,13 @@ from hub.config import Device, HubConfig
 from hub.counters import CounterStore
 from hub.decode import AdvertDecoder, Report
 from hub.mqtt_link import MqttLink
-from hub.outbox import GroupCommitter, Outbox
+from hub.outbox import Decision, GroupCommitter, Outbox
 from hub.radio import Advert, Scanner
 from hub.radio_capture import CaptureWriter
 from hub.routing import route
 from hub.rules import Outgoing, RuleEngine, new_id
 from hub.rules.store import RuleStateStore
+from hub.store import DB_NAME, Database, Problem, import_legacy, set_aside
 from protocols import mqtt_schema, scaip
 
 log = logging.getLogger(__name__)
@@ -59,17 +63,25 @@ class Hub:
             cfg = keys.attach(cfg)
         self.cfg = cfg
         self.clock = clock or SystemClock()
-        self.counters = CounterStore(cfg.data_dir / "counters.sqlite")
+        # One database for everything a decision changes (hub/store.py): damage found at
+        # open is set aside and reported (technical alarms once running), never fatal.
+        try:
+            self._open_stores()
+        except sqlite3.DatabaseError as e:  # damage the quick check at open did not see
+            path = cfg.data_dir / DB_NAME
+            if getattr(self, "db", None) is not None:
+                self.db.conn.close()
+            aside = set_aside(path, str(e))
+            self._open_stores()
+            self.db.problems.insert(0, Problem("store_damaged", f"{path}: {e}; set aside as"
+                                               f" {aside.name}"))
         self.decoder = AdvertDecoder(cfg.device_by_mac(), self.counters, self._radio_alert)
         self.capture = CaptureWriter(capture) if capture is not None else None
-        self.rules = RuleEngine(cfg.site, cfg.timezone, devices=cfg.devices, settings=cfg.rules)
-        self.rule_store = RuleStateStore(cfg.data_dir / "rules_state.json")
-        self.rule_store.load_into(self.rules)  # pending timers resume where they were
         self.clock_watch = ClockWatch(self.clock)  # steps and sync status (docs/ADMIN.md)
-        self.outbox = Outbox(
-            cfg.data_dir / "outbox.sqlite", budget_bytes=int(cfg.mqtt.outbox_budget_mb * 1e6)
-        )
         self.committer = GroupCommitter(self.outbox, self.clock.now, self._store_problem)
+        slow = os.environ.get("TRYGGHEIM_TEST_SLOW_COMMIT_S")
+        if slow:  # tests/test_chaos.py: wide windows around each commit, for kills to hit
+            self.committer.hook = lambda where, s=float(slow): time.sleep(s)
         self.link = MqttLink(
             cfg.mqtt, cfg.hub_id, self.outbox, mqtt_schema.topic(cfg.site, "hub"),
             receipt_topic=mqtt_schema.topic(cfg.site, "receipt"), clock=self.clock,
@@ -93,8 +105,7 @@ class Hub:
         # "Received" / "help is coming" back to the resident's device (hub/acks.py).
         self.acks = AckSender(self.scanner.transmit,
                               AckSettings(max_connections=cfg.radio.ack_connections),
-                              AckStore(cfg.data_dir / "acks.sqlite"), cfg.devices, self.clock.now)
-        self.on_stored.append(self.acks.stored)
+                              AckStore(self.db), cfg.devices, self.clock.now)
         self.on_delivered.append(self.acks.delivered)
         if hasattr(self.scanner, "on_health"):  # the real radio reports when it goes deaf
             self.scanner.on_health = self._radio_health
@@ -108,6 +119,16 @@ class Hub:
         if self.home_assistant is not None:
             self.on_stored.append(self.home_assistant.changed_by)
 
+    def _open_stores(self) -> None:
+        cfg = self.cfg
+        self.db = Database(cfg.data_dir / DB_NAME)
+        import_legacy(self.db, cfg.data_dir)  # an older hub's counters and ack state
+        self.counters = CounterStore(self.db)
+        self.rules = RuleEngine(cfg.site, cfg.timezone, devices=cfg.devices, settings=cfg.rules)
+        self.rule_store = RuleStateStore(self.db)
+        self.rule_store.load_into(self.rules)  # pending timers resume where they were
+        self.outbox = Outbox(self.db, budget_bytes=int(cfg.mqtt.outbox_budget_mb * 1e6))
+
     def on_advert(self, advert: Advert) -> None:
         if self.capture is not None:
             self.capture.write(advert)
@@ -116,9 +137,6 @@ class Hub:
         if report is None:
             return
         self._last_seen[report.device.id] = report.time
-        # The accepted counter is on disk before anything acts on the advert, so a replay
-        # of it after a crash or restart is refused.
-        self.counters.flush()
         outs = self.rules.on_report(report, self.clock.now())
         for out in outs:
             self.acks.track(out, report, advert.service_data)
@@ -131,21 +149,46 @@ class Hub:
             except Exception:
                 log.exception("on_report listener failed")
 
-    def _dispatch(self, outs: list[Outgoing]) -> None:
-        """Store the rules' messages first, then the rules' state: a crash in between
-        repeats an alarm after the restart (de-duplicated by id), it never loses one."""
+    def _decision(self, outs: list[Outgoing]) -> tuple[Decision, list[Outgoing]]:
+        """Everything one decision changed, taken now, before the next advert changes more:
+        its messages (one per receiver), the counters accepted, the rule state after it and
+        the acknowledgements it owes."""
+        items: list[tuple[str, Outgoing]] = []
+        for out in outs:
+            dev = self.cfg.devices.get(out.device) if out.device else None
+            scaip.annotate(out.payload, dev.role if dev else None)  # dty from the device's role
+            items += route(self.cfg.site, self.cfg.routes, out)
         snap = self.rule_store.take(self.rules)
-        if not outs:
-            self.rule_store.write(snap)
+        return Decision(items, self.counters.take(), snap[1] if snap else None,
+                        self.acks.rows(outs)), outs
+
+    def _dispatch(self, outs: list[Outgoing]) -> None:
+        """Commit one decision: messages, counters, rule state and acknowledgement state in
+        one transaction (hub/outbox.py `Outbox.commit`), queued in the order decisions were
+        made. Only then is anything acknowledged."""
+        decision, outs = self._decision(outs)
+        if not decision:
             return
-
-        async def store_all() -> None:
-            await asyncio.gather(*(self.emit(o) for o in outs))
-            self.rule_store.write(snap)
-
-        task = asyncio.create_task(store_all())
+        fut = self.committer.submit(decision)
+        if not outs:
+            return
+        task = asyncio.create_task(self._stored(fut, outs))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _stored(self, fut: asyncio.Future[None], outs: list[Outgoing]) -> None:
+        await fut  # durable from here on
+        for out in outs:
+            log.info("stored %s %s from %s", out.kind, out.payload["type"], out.device)
+        self.link.kick()
+        for out in outs:
+            self.acks.stored(out, persisted=True)  # "received" to the resident's device
+            for cb in list(self.on_stored):
+                try:
+                    cb(out)
+                except Exception:
+                    log.exception("on_stored listener failed for %s", out.msg_id)
+        self._check_fill()
 
     async def _tick_loop(self) -> None:
         """Timers (not back in bed, silent device, ...) are due-times in the rule state; the
@@ -160,18 +203,10 @@ class Hub:
             await asyncio.sleep(1.0)
 
     async def emit(self, out: Outgoing) -> None:
-        dev = self.cfg.devices.get(out.device) if out.device else None
-        scaip.annotate(out.payload, dev.role if dev else None)  # dty from the device's role
-        for topic, copy in route(self.cfg.site, self.cfg.routes, out):
-            await self.committer.append(topic, copy)  # durable from here on
-        log.info("stored %s %s from %s", out.kind, out.payload["type"], out.device)
-        self.link.kick()
-        for cb in list(self.on_stored):
-            try:
-                cb(out)
-            except Exception:
-                log.exception("on_stored listener failed for %s", out.msg_id)
-        self._check_fill()
+        """Store one message (with whatever state changed since the last decision); returns
+        once it is durable and acknowledged."""
+        decision, outs = self._decision([out])
+        await self._stored(self.committer.submit(decision), outs)
 
     # -- the outbox watching itself: technical alarms, heartbeat ----------------------------
     def _technical(self, type_: str, **fields: Any) -> Outgoing:
@@ -269,8 +304,18 @@ class Hub:
         st["acks"] = dict(self.acks.stats)
         return st
 
+    def _store_opened(self) -> None:
+        """What opening the database found (damaged and set aside, missing): raised now that
+        the outbox can carry it."""
+        for p in self.db.problems:
+            self._spawn(self._technical(p.type, state="raised", detail=p.detail,
+                                        salvaged=self.outbox.salvaged))
+        self.db.problems.clear()
+
     async def run(self, stop: asyncio.Event) -> None:
         self.committer.start()
+        self._store_opened()
+        self.acks.start()
         self.link.start()
         self.link.kick()  # whatever a previous run left undelivered goes first
         await self.scanner.start(self.on_advert)
@@ -296,6 +341,7 @@ class Hub:
             await self.committer.stop()
             self.outbox.close()
             self.counters.close()
+            self.db.close()
             log.info("adverts: %s", dict(self.decoder.stats))
             if self.capture is not None:
                 self.capture.close()

@@ -206,7 +206,18 @@ def test_tls_with_a_self_signed_ca_and_client_certificate(workdir: Path) -> None
                 await until(lambda: hub.link.last_error, what="TLS error")
                 assert "not trusted" in str(hub.link.last_error)
                 assert "tls_ca" in str(hub.link.last_error)
-                assert hub.outbox.ids() == ["t2"]
+                await until(lambda: len(hub.outbox.ids()) == 2, what="technical alarm stored")
+                assert hub.outbox.ids()[0] == "t2"
+                assert hub.link.status()["problems"] == ["tls_failed"]
+            # The broker demands a client certificate and the hub has none: said, not silent.
+            no_cert = write_config(workdir / "nocert", broker.port, host="localhost",
+                                   extra_mqtt=f'tls_ca = "{tls.ca}"\n')
+            async with running(make_hub(no_cert)) as hub:
+                await hub.emit(outgoing("alarm", "t3"))
+                await until(lambda: hub.link.last_error, what="TLS error")
+                assert "client certificate" in str(hub.link.last_error), hub.link.last_error
+                assert "tls_cert" in str(hub.link.last_error)
+                assert hub.link.status()["problems"] == ["tls_failed"]
 
     asyncio.run(main())
 
@@ -406,46 +417,7 @@ def test_healthy_link_sends_each_message_once(workdir: Path) -> None:
     asyncio.run(main())
 
 
-ACL = (Path(__file__).resolve().parents[1] / "docs" / "DELIVERY.md").read_text().split(
-    "in Mosquitto\nsyntax:\n\n```\n")[1].split("```")[0]
-
-
-def test_documented_acl_lets_a_hub_write_only_its_site_and_read_its_receipts(
-    workdir: Path,
-) -> None:
-    async def main() -> None:
-        users = {SITE: "hub-pw", "response-centre": "rc-pw", "other-site": "x"}
-        with Mosquitto(workdir / "broker", users=users, acl=ACL) as broker:
-            pw = workdir / "mqtt.pw"
-            pw.write_text("hub-pw\n")
-            pw.chmod(0o600)
-            cfg = write_config(workdir, broker.port,
-                               extra_mqtt=f'username = "{SITE}"\npassword_file = "mqtt.pw"\n')
-            centre = ResponseCentre("127.0.0.1", broker.port, client_id="response-centre",
-                                    username="response-centre", password="rc-pw").start()
-            try:
-                async with running(make_hub(cfg)) as hub:
-                    await hub.emit(outgoing("alarm", "acl1"))
-                    await hub.emit(outgoing("status", "acl2"))
-                    await until(lambda: {"acl1", "acl2"} <= centre.seen_ids, what="delivery")
-                    await until(lambda: hub.outbox.depth() == 0, what="receipt came back")
-                    assert hub.link.rejected == 0
-            finally:
-                centre.stop()
-            # Another home's hub can neither forge receipts nor write this site.
-            forger = ResponseCentre("127.0.0.1", broker.port, client_id="forger", group=None,
-                                    username="other-site", password="x").start()
-            try:
-                acks: list[Any] = []
-                forger.client.on_publish = lambda c, u, mid, rc, p: acks.append(rc)
-                forger.send_receipt(SITE, ["acl1"])
-                forger.client.publish(f"tryggheim/v1/{SITE}/alarm", b"{}", qos=1)
-                wait_sync(lambda: len(acks) == 2, what="PUBACKs")
-                assert all(rc.is_failure and rc.value == 0x87 for rc in acks)
-            finally:
-                forger.stop()
-
-    asyncio.run(main())
+# The shipped ACL is tested in tests/test_link_security.py.
 
 
 def test_hub_killed_at_random_points_in_bursts_loses_no_stored_alarm(workdir: Path) -> None:
@@ -548,6 +520,7 @@ def test_budget_full_drops_telemetry_raises_technical_alarm_keeps_alarms(
     asyncio.run(main())
 
 
+@pytest.mark.schema_exempt("z1", "z2")  # incomplete on purpose: the consumer is tested
 def test_consumer_receipts_only_to_the_site_of_the_topic(workdir: Path) -> None:
     import json
 

@@ -24,7 +24,7 @@ from hub import config
 from hub.radio import AdvertCallback
 from hub.rules import Outgoing
 from hub.service import Hub
-from protocols import mqtt_schema
+from protocols import mqtt_schema, scaip
 
 SITE = "t-site"
 
@@ -39,26 +39,48 @@ def open_for_broker(path: Path) -> Path:
 
 
 def write_config(workdir: Path, port: int, host: str = "127.0.0.1", keepalive: int = 2,
-                 window: int = 20, extra_mqtt: str = "", hub_id: str = "hub-t") -> Path:
+                 window: int = 20, extra_mqtt: str = "", hub_id: str = "hub-t",
+                 extra: str = "", receipt_key: bytes | None = None) -> Path:
+    """A hub config; with `receipt_key`, the hub takes only receipts signed with it."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "hub.toml"
+    if receipt_key is not None:
+        write_key(workdir / "receipt.key", receipt_key)
+        extra_mqtt += 'receipt_key_file = "receipt.key"\n'
     path.write_text(
         f'[site]\nid = "{SITE}"\n\n[hub]\nid = "{hub_id}"\ndata_dir = "var"\n\n'
         f'[mqtt]\nhost = "{host}"\nport = {port}\nkeepalive = {keepalive}\nwindow = {window}\n'
         f"receipt_timeout_s = 0.5\nheartbeat_s = 1\n{extra_mqtt}\n"
-        '[radio]\nkind = "virtual"\nair = "air.sock"\n'
+        '[radio]\nkind = "virtual"\nair = "air.sock"\n' + extra
     )
     return path
 
 
+def write_key(path: Path, key: bytes) -> Path:
+    path.write_text(key.hex() + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def outgoing(kind: str, msg_id: str, pad: int = 0) -> Outgoing:
+    """A message as the rules would make it (valid under protocols/schemas: the schema
+    watch in tests/conftest.py checks everything the hub publishes)."""
     priority = {"alarm": mqtt_schema.PRIORITY_CRITICAL,
+                "alarm_cleared": mqtt_schema.PRIORITY_CRITICAL,
                 "technical_alarm": mqtt_schema.PRIORITY_TECHNICAL}.get(
                     kind, mqtt_schema.PRIORITY_INFO)
-    payload = mqtt_schema.message(kind, msg_id, SITE, None, "test", priority,
-                                  "2026-01-01T00:00:00.000+01:00",
-                                  **({"pad": "x" * pad} if pad else {}))
-    return Outgoing(kind, None, priority, payload)
+    fields: dict[str, Any] = {"pad": "x" * pad} if pad else {}
+    type_, device = "test", None
+    if kind in ("alarm", "alarm_cleared"):
+        type_, device = "alarm_button", "pendant-1"
+        fields.update(state="raised" if kind == "alarm" else "cleared", alarm_id=msg_id)
+    elif kind == "technical_alarm":
+        type_, device = "battery_low", "pendant-1"
+        fields.update(state="raised")
+    payload = mqtt_schema.message(kind, msg_id, SITE, device, type_, priority,
+                                  "2026-01-01T00:00:00.000+01:00", **fields)
+    scaip.annotate(payload, "pendant" if device else None)
+    return Outgoing(kind, device, priority, payload)
 
 
 class SilentRadio:

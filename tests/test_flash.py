@@ -22,6 +22,7 @@ import serial
 from hub import config as hub_config
 from hub import keys as hub_keys
 from hub.counters import CounterStore
+from hub.store import DB_NAME
 from tests.conftest import requires_node
 from tools import flash, provision
 from tools.rawrepl_sim import SimBoardProcess
@@ -174,7 +175,7 @@ def test_reflash_with_rotation_gives_a_new_key_everywhere(
     assert run(*args)[0] == 0
     old_key = board_config(board)["key"]
     (board.flash / provision.COUNTER_FILE).write_text("4160")
-    store = CounterStore(hub_toml.parent / "var" / "counters.sqlite")
+    store = CounterStore(hub_toml.parent / "var" / DB_NAME)
     store.accept("pendant-1", 4100)
     store.close()
     rc, out, err = run(*args, "--rotate-key")
@@ -183,7 +184,7 @@ def test_reflash_with_rotation_gives_a_new_key_everywhere(
     assert new_key != old_key and "key rotated" in out
     assert provision.COUNTER_FILE not in board.files()  # a new key starts its counter at 0
     assert hub_keys.load(hub_config.load(hub_toml).keys_file)["pendant-1"].hex() == new_key
-    store = CounterStore(hub_toml.parent / "var" / "counters.sqlite")
+    store = CounterStore(hub_toml.parent / "var" / DB_NAME)
     assert store.last("pendant-1") is None
     store.close()
 

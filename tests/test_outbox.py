@@ -258,3 +258,30 @@ def test_held_priority_lets_only_its_allowed_rows_through(tmp_path: Path) -> Non
     a1 = ob.next_batch(1, set())[0]
     assert ids(ob.next_batch(10, set(), hold={1}, allow={a1.seq})) == ["a1", "t1", "s1"]
     assert ids(ob.next_batch(10, set(), hold={1, 3})) == ["s1"]
+
+
+def test_a_receipt_naming_260000_ids_is_confirmed_in_chunks(tmp_path: Path) -> None:
+    """Before: one SQL statement per receipt, "too many SQL variables", retried forever."""
+    ob = Outbox(tmp_path / "o.sqlite")
+    ob.append_many([msg("alarm", "a1"), msg("alarm", "a2")], 0.0)
+    many = [f"x{i}" for i in range(260_000)] + ["a2", "a1", "a2"]
+    assert ids(ob.confirm(many)) == ["a1", "a2"]
+    assert ob.depth() == 0 and ob.stats().used_bytes == 0
+    ob.append_many([msg("alarm", f"b{i}") for i in range(2000)], 0.0)
+    seqs = [r.seq for r in ob.next_batch(2000, set())]
+    ob.settle(seqs[:1500], [(s, 5.0) for s in seqs[1500:]])
+    assert ob.depth() == 500
+
+
+def test_decisions_commit_in_order_with_their_state(tmp_path: Path) -> None:
+    from hub.outbox import Decision
+
+    ob = Outbox(tmp_path / "o.sqlite")
+    ob.commit([Decision([msg("alarm", "a1")], {"d1": 5}, b'{"s": 1}', [("a1", "d1", 5, b"x")]),
+               Decision([], {"d1": None, "d2": 9}, b'{"s": 2}')], 0.0)
+    db = ob.store.conn
+    assert db.execute("SELECT device, counter FROM counters").fetchall() == [("d2", 9)]
+    assert db.execute("SELECT snapshot FROM rule_state").fetchone() == (b'{"s": 2}',)
+    assert db.execute("SELECT msg_id, delivered FROM awaiting_receipt").fetchall() == [
+        ("a1", 0)]
+    assert ob.ids() == ["a1"] and ob.commits == 1

@@ -17,6 +17,7 @@ from hub import config as hub_config
 from hub import keys as hub_keys
 from hub.clock import ManualClock
 from hub.counters import CounterStore
+from hub.store import DB_NAME
 from tools import provision
 from tools.provision import LocalHub, ProvisionError, Registration, SshHub
 
@@ -291,16 +292,16 @@ def test_rotating_a_key_makes_the_hub_forget_the_old_counter(hub_dir: Path) -> N
     hub = LocalHub(hub_dir / "hub.toml")
     first = reg()
     hub.register(first)
-    store = CounterStore(hub_dir / "var" / "counters.sqlite")
+    store = CounterStore(hub_dir / "var" / DB_NAME)
     store.accept("pendant-1", 4242)
     store.accept("door-1", 77)
     store.close()
     hub.register(first)  # same key again (re-flash, key kept): the counter must stay
-    store = CounterStore(hub_dir / "var" / "counters.sqlite")
+    store = CounterStore(hub_dir / "var" / DB_NAME)
     assert store.last("pendant-1") == 4242
     store.close()
     hub.register(reg())  # new key
-    store = CounterStore(hub_dir / "var" / "counters.sqlite")
+    store = CounterStore(hub_dir / "var" / DB_NAME)
     assert store.last("pendant-1") is None
     assert store.last("door-1") == 77
     store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from hub import config, keys
 from hub.clock import ManualClock
 from hub.service import Hub
+from hub.store import DB_NAME
 from protocols import bthome
 from tests.conftest import requires_mosquitto
 from tests.test_admin import DEVICES, KEYS, SITE, write_config_dir
@@ -54,7 +56,14 @@ def test_pending_bed_exit_fires_at_its_time_after_a_hub_restart(tmp_path: Path,
     air = Air(d / "air.sock")
     centre = ResponseCentre("127.0.0.1", broker.port, site=SITE).start()
     clock = ManualClock(at("2026-11-26 02:55"))
-    state_file = cfg.data_dir / "rules_state.json"
+    def saved_state() -> str:
+        # The rule state is committed with the messages in the hub's database (hub/store.py).
+        db = sqlite3.connect(cfg.data_dir / DB_NAME)
+        try:
+            row = db.execute("SELECT snapshot FROM rule_state").fetchone()
+        finally:
+            db.close()
+        return bytes(row[0]).decode() if row else ""
 
     def bed_alarms() -> list[dict[str, Any]]:
         out = []
@@ -86,7 +95,7 @@ def test_pending_bed_exit_fires_at_its_time_after_a_hub_restart(tmp_path: Path,
         bed_advert(air, 1, 1)
         clock.t = at("2026-11-26 03:00")
         bed_advert(air, 2, 0)  # out of bed at 03:00: due 03:30
-        await wait_for(lambda: state_file.exists() and '"in_bed":false' in state_file.read_text())
+        await wait_for(lambda: '"in_bed":false' in saved_state())
         clock.t = at("2026-11-26 03:10")
         await asyncio.sleep(1.5)  # ticks happen; nothing is due
 
@@ -103,7 +112,7 @@ def test_pending_bed_exit_fires_at_its_time_after_a_hub_restart(tmp_path: Path,
 
     try:
         asyncio.run(session(before))
-        saved = json.loads(state_file.read_text())
+        saved = json.loads(saved_state())
         assert saved["rules"]["bed_exit:bed-1"]["out_since"] == at("2026-11-26 03:00")
         assert bed_alarms() == []
         # Edited while the hub was down: audited at the next start.

@@ -6,8 +6,12 @@
    the outbox) vs paho fed directly from memory in the same window (no outbox).
 3. Disk bytes per buffered message (database + WAL after a checkpoint) vs payload bytes.
 4. End-to-end alarm latency on loopback: encrypted advert into Hub.on_advert -> decode ->
-   rules -> outbox (fsync) -> Mosquitto -> subscriber, p50/p99; baseline: a bare paho QoS 1
-   publish -> subscriber round in the same broker.
+   rules -> outbox (fsync) -> Mosquitto -> subscriber, p50/p99; baselines in the same run: a
+   bare paho QoS 1 publish -> subscriber round in the same broker, and one fsync'd SQLite
+   commit (WAL, synchronous=FULL) of one row.
+5. fsyncs per alarm on the hub's path, counted by the kernel (strace on a child process
+   running the real Hub): advert -> decision commit -> "received" -> MQTT -> receipt ->
+   "help is coming". Goal 1.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from protocols import mqtt_schema
 from tools.mosquitto import Mosquitto
 
 SITE = "bench"
+DB_SUFFIX = "/var/outbox.sqlite"
 REPLAY_N = int(os.environ.get("BENCH_REPLAY_N", 100_000))
 
 
@@ -189,7 +194,27 @@ def _percentiles(xs: list[float]) -> str:
     return f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms"
 
 
-def bench_latency(d: Path, n: int = 300) -> None:
+def _one_commit(d: Path, n: int = 300) -> list[float]:
+    """Baseline: one row per transaction, each commit fsync'd."""
+    import sqlite3
+
+    db = sqlite3.connect(d / "commit.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t(x BLOB)")
+    out = []
+    row = b"x" * 300
+    for _ in range(n):
+        t = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t VALUES (?)", (row,))
+        db.execute("COMMIT")
+        out.append(time.perf_counter() - t)
+    db.close()
+    return out
+
+
+def bench_latency(d: Path, n: int = int(os.environ.get("BENCH_LATENCY_N", 300))) -> None:
     from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
     from hub.radio import Advert
@@ -286,18 +311,138 @@ def bench_latency(d: Path, n: int = 300) -> None:
             return out
 
         lat = asyncio.run(hub_rounds())
+        commit = _one_commit(d)
         print(f"end-to-end alarm latency ({n} alarms, advert in -> subscriber): "
-              f"{_percentiles(lat)}; bare paho QoS 1 round {_percentiles(base)} (baseline); "
-              f"p50 ratio {statistics.median(lat) / statistics.median(base):.1f}x")
+              f"{_percentiles(lat)}; bare paho QoS 1 round {_percentiles(base)} and one "
+              f"fsync'd SQLite commit {_percentiles(commit)} (baselines, same run); p50 "
+              f"ratio to paho {statistics.median(lat) / statistics.median(base):.1f}x, to "
+              f"paho + commit {statistics.median(lat) / (statistics.median(base) + statistics.median(commit)):.1f}x")
     finally:
         sub.disconnect()
         sub.loop_stop()
         broker.close()
 
 
+# -- 5. fsyncs per alarm ------------------------------------------------------------------------
+def _hub_dir(d: Path, port: int) -> tuple[Path, bytes, str]:
+    key = os.urandom(16)
+    mac = "C0:FF:EE:00:00:01"
+    (d / "keys.toml").write_text(f'[keys]\n"pendant-1" = "{key.hex()}"\n')
+    os.chmod(d / "keys.toml", 0o600)
+    (d / "hub.toml").write_text(
+        f'[site]\nid = "{SITE}"\n[hub]\nid = "bench-hub"\ndata_dir = "var"\n'
+        f'[mqtt]\nport = {port}\n[radio]\nkind = "virtual"\n\n'
+        f'[[device]]\nid = "pendant-1"\nrole = "pendant"\nmac = "{mac}"\n'
+    )
+    return d / "hub.toml", key, mac
+
+
+def _fsync_child(cfg_path: Path, n: int) -> None:
+    """Run in a child under strace: n alarms through the real Hub, each waited for until the
+    pendant was told "help is coming"."""
+    import json
+    import sys
+
+    from hub.radio import Advert
+    from hub.service import Hub
+    from protocols import ack, bthome
+    from tests.test_protocol_ccm import Ecb
+
+    cfg = config.load(cfg_path)
+    key = bytes.fromhex(cfg_path.with_name("keys.toml").read_text().split('"')[3])
+    mac = next(iter(cfg.devices.values())).mac
+    told: list[int] = []
+
+    class Radio:
+        async def start(self, cb: Any) -> None:
+            pass
+
+        async def stop(self) -> None:
+            pass
+
+        async def transmit(self, m: str, frame: bytes) -> None:
+            told.append(ack.decode(ack.host_aes(key), bthome.mac_bytes(mac), frame)[1])
+
+    centre = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fsync-centre",
+                         protocol=mqtt.MQTTv5)
+    ready = threading.Event()
+    centre.on_connect = lambda c, *a: c.subscribe(f"{mqtt_schema.TOPIC_ROOT}/{SITE}/alarm",
+                                                  qos=1)
+    centre.on_subscribe = lambda *a: ready.set()
+
+    def receipt(c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        m = json.loads(msg.payload)
+        body = mqtt_schema.receipt([m["id"]], SITE, "bench", "")
+        c.publish(mqtt_schema.topic(SITE, "receipt"), json.dumps(body), qos=1)
+
+    centre.on_message = receipt
+    centre.connect("127.0.0.1", cfg.mqtt.port)
+    centre.loop_start()
+    ready.wait(10)
+
+    async def main() -> None:
+        hub = Hub(cfg)
+        hub.scanner = Radio()  # type: ignore[assignment]
+        hub.acks.transmit = hub.scanner.transmit
+        stop = asyncio.Event()
+        task = asyncio.create_task(hub.run(stop))
+        while not hub.link.connected:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # start-up writes are not the alarm path
+        os.chdir(os.getcwd())  # marks the start for strace
+        commits = hub.outbox.commits
+        for i in range(n):
+            svc = bthome.encrypt_service_data(
+                Ecb(key), bthome.mac_bytes(mac), bthome.encode_objects(
+                    [(bthome.PACKET_ID, i % 256), (bthome.BUTTON, bthome.BUTTON_PRESS)]),
+                5000 + i, True)
+            hub.on_advert(Advert(mac, -50, bytes(svc), time.time()))
+            while told.count(ack.DELIVERED) <= i:
+                await asyncio.sleep(0.001)
+        os.chdir(os.getcwd())
+        print(f"commits {hub.outbox.commits - commits}", file=sys.stderr)
+        stop.set()
+        await task
+
+    asyncio.run(main())
+    centre.disconnect()
+    centre.loop_stop()
+
+
+def bench_fsyncs(d: Path, n: int = 100) -> None:
+    import subprocess
+    import sys
+
+    strace = shutil.which("strace")
+    if strace is None:
+        print("fsyncs per alarm: not measured (strace is not installed)")
+        return
+    broker = Mosquitto(d / "fs-broker").start()
+    try:
+        cfg, _, _ = _hub_dir(d, broker.port)
+        trace = d / "strace.txt"
+        subprocess.run([strace, "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,chdir", "-o",
+                        str(trace), sys.executable, "-m", "tools.bench_outbox", "--fsync-child",
+                        str(cfg), str(n)], check=True, timeout=300)
+    finally:
+        broker.close()
+    lines = trace.read_text().splitlines()
+    marks = [i for i, line in enumerate(lines) if "chdir(" in line]
+    stretch = lines[marks[0] + 1:marks[-1]] if len(marks) >= 2 else []
+    syncs = [line for line in stretch if "fsync(" in line or "fdatasync(" in line]
+    wal = sum(1 for line in syncs if "-wal>" in line)
+    main = sum(1 for line in syncs if f"{DB_SUFFIX}>" in line)
+    print(f"fsyncs per alarm on the hub's path (kernel-counted, {n} alarms, advert to "
+          f"'help is coming' on the pendant): {len(syncs) / n:.2f} (goal 1): "
+          f"{wal / n:.2f} on the WAL (one per decision commit, plus the checkpoints' and WAL"
+          f" restarts'), {main / n:.2f} on the database file (checkpoints, every 200 pages of "
+          f"WAL), {(len(syncs) - wal - main) / n:.2f} elsewhere; decision commits per alarm "
+          f"1 (tests/test_store.py)")
+
+
 def run() -> None:
     for name, fn in (("appends", bench_appends), ("replay", bench_replay),
-                     ("latency", bench_latency)):
+                     ("latency", bench_latency), ("fsyncs", bench_fsyncs)):
         d = _open_dir()
         try:
             fn(d)
@@ -308,4 +453,9 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    run()
+    import sys
+
+    if sys.argv[1:2] == ["--fsync-child"]:
+        _fsync_child(Path(sys.argv[2]), int(sys.argv[3]))
+    else:
+        run()

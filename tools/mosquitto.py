@@ -1,12 +1,17 @@
 """A throwaway Mosquitto broker on a free loopback port, for tests and the demo.
 
 Optional TLS (`tls=make_tls(dir)`: a self-signed CA, a server and a client certificate made
-with openssl), passwords (`users={"hub-1": "secret"}`) and an ACL file body (`acl=...`).
+with openssl), passwords (`users={"hub-1": "secret"}`) and an ACL file body (`acl=...`);
+`client_id_is_user` sets `use_username_as_clientid` (docs/mosquitto/tryggheim.conf).
+
+Every broker with passwords also has an `observer` user that may read everything (`#`), so a
+test can watch all traffic whatever the ACL (tests/conftest.py validates what hubs publish).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -95,6 +100,8 @@ class Mosquitto:
         users: dict[str, str] | None = None,
         acl: str | None = None,
         autosave_interval: int = 1,
+        client_id_is_user: bool = False,
+        dynsec: bool = False,
     ) -> None:
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="mosquitto-"))
@@ -106,6 +113,15 @@ class Mosquitto:
         self.users = users
         self.acl = acl
         self.autosave_interval = autosave_interval
+        self.client_id_is_user = client_id_is_user
+        # The dynamic-security plugin (clients and roles set at run time with `ctrl`): the
+        # one ACL in Mosquitto 2.0 that refuses subscriptions in the SUBACK; acl_file grants
+        # every subscription and filters on delivery.
+        self.dynsec = dynsec
+        self.admin = ("admin", secrets.token_hex(8))
+        # (user, password) of a user who may read every topic; None: anonymous works.
+        self.observer: tuple[str, str] | None = (
+            ("observer", secrets.token_hex(8)) if users is not None or dynsec else None)
         self.proc: subprocess.Popen[bytes] | None = None
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(binary):
@@ -117,6 +133,8 @@ class Mosquitto:
         data.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "mosquitto.conf"
         lines = [f"listener {self.port} {self.host}"]
+        if self.client_id_is_user:
+            lines.append("use_username_as_clientid true")
         if self.tls is not None:
             lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.server_cert}",
                       f"keyfile {self.tls.server_key}", "tls_version tlsv1.2"]
@@ -124,18 +142,37 @@ class Mosquitto:
                 lines += ["require_certificate true", "use_identity_as_username true"]
         if self.users is not None:
             pw = self.dir / "passwd"
-            pw.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
+            users = dict(self.users)
+            if self.observer is not None:
+                users[self.observer[0]] = self.observer[1]
+            pw.write_text("".join(f"{u}:{p}\n" for u, p in users.items()))
             pw.chmod(0o600)
             subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True,
                            capture_output=True)
             lines += ["allow_anonymous false", f"password_file {pw}"]
+        elif self.dynsec:
+            plugin = next((p for p in ("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+                                       "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+                                       "/usr/lib/mosquitto_dynamic_security.so")
+                           if os.path.exists(p)), None)
+            if plugin is None:
+                raise FileNotFoundError("mosquitto's dynamic-security plugin is not installed")
+            store = self.dir / "dynsec.json"
+            if not store.exists():
+                subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(store), *self.admin],
+                               check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"plugin {plugin}",
+                      f"plugin_opt_config_file {store}"]
         elif self.require_certificate:
             lines.append("allow_anonymous false")
         else:
             lines.append("allow_anonymous true")
         if self.acl is not None:
             acl = self.dir / "acl"
-            acl.write_text(self.acl)
+            body = self.acl
+            if self.observer is not None:
+                body += f"\n\nuser {self.observer[0]}\ntopic read #\n"
+            acl.write_text(body)
             lines.append(f"acl_file {acl}")
         lines += [
             "persistence true",
@@ -166,7 +203,22 @@ class Mosquitto:
             self.proc.kill()
             _, err = self.proc.communicate()
             raise RuntimeError(f"mosquitto did not start: {err.decode()}") from None
+        if self.dynsec and self.observer is not None:
+            user, pw = self.observer
+            self.ctrl("createClient", user, "-p", pw, check=False)  # exists after a restart
+            self.ctrl("createRole", "observer", check=False)
+            self.ctrl("addRoleACL", "observer", "subscribePattern", "#", "allow", check=False)
+            self.ctrl("addClientRole", user, "observer", check=False)
         return self
+
+    def ctrl(self, *args: str, check: bool = True) -> str:
+        """A dynamic-security command (`mosquitto_ctrl dynsec ...`) on this broker."""
+        r = subprocess.run(
+            ["mosquitto_ctrl", "-h", self.host, "-p", str(self.port), "-u", self.admin[0],
+             "-P", self.admin[1], "dynsec", *args], capture_output=True, text=True, timeout=30)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"mosquitto_ctrl dynsec {' '.join(args)}: {r.stderr}{r.stdout}")
+        return r.stdout
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:

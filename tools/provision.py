@@ -357,8 +357,9 @@ class LocalHub:
 
     def _reset_counter(self, cfg: hub_config.HubConfig, device_id: str) -> None:
         from hub.counters import CounterStore
+        from hub.store import DB_NAME
 
-        path = cfg.data_dir / "counters.sqlite"  # where hub/service.py keeps them
+        path = cfg.data_dir / DB_NAME  # the hub keeps them in its one database (hub/store.py)
         if path.exists():
             store = CounterStore(path)
             try:

@@ -7,6 +7,7 @@ publishes the end-to-end receipt the hub waits for. A duplicate is receipted aga
 may have missed the first receipt.
 
     python -m tools.response_centre --host 127.0.0.1 --port 1883 [--journal alarms.jsonl]
+        [--receipt-keys DIR]   sign receipts with DIR/<site>.key (protocols/MQTT.md)
 
 De-duplication is per process (in memory, seeded from the journal). Several instances in a
 group need a shared de-dup store; see docs/DELIVERY.md.
@@ -22,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,9 @@ class ResponseCentre:
         username: str | None = None,
         password: str | None = None,
         session_expiry_s: int = 3600,
+        receipt_keys: Mapping[str, bytes] | Callable[[str], bytes | None] | None = None,
+        receipt_topic: Callable[[str], str] | None = None,
+        receiver: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -66,6 +71,14 @@ class ResponseCentre:
         self.group = group
         self.receipts = receipts  # False: take messages but send no receipts (fault tests)
         self.session_expiry_s = session_expiry_s
+        # Per-site receipt keys: receipts are signed (HMAC-SHA256, protocols/MQTT.md) when
+        # the site has one. None: unsigned receipts (a hub without a key takes them).
+        self.receipt_keys = receipt_keys
+        # A route's receiver (not the centre): its copies on .../to/<receiver>/<kind>, its
+        # receipts on .../to/<receiver>/receipt (routes with confirms = true).
+        self.receiver = receiver
+        self.receipt_topic = receipt_topic or self._default_receipt_topic
+        self.unsigned_sites: set[str] = set()
         self.received: queue.Queue[dict[str, Any]] = queue.Queue()
         self.all: list[dict[str, Any]] = []  # every new message, in arrival order
         self.hub_states: list[dict[str, Any]] = []
@@ -101,6 +114,8 @@ class ResponseCentre:
     def _filters(self) -> list[str]:
         root = f"{mqtt_schema.TOPIC_ROOT}/{self.site}"
         prefix = f"$share/{self.group}/" if self.group else ""
+        if self.receiver is not None:
+            return [f"{prefix}{root}/to/{self.receiver}/{k}/#" for k in CONSUMED_KINDS]
         # Retained hub state is not sent to shared subscriptions: subscribe to it plainly.
         return [f"{prefix}{root}/{k}/#" for k in CONSUMED_KINDS] + [f"{root}/hub"]
 
@@ -152,9 +167,30 @@ class ResponseCentre:
         if self.receipts and payload.get("kind") in mqtt_schema.RECEIPT_KINDS:
             self.send_receipt(site, [msg_id])
 
+    def _default_receipt_topic(self, site: str) -> str:
+        if self.receiver is not None:
+            return f"{mqtt_schema.TOPIC_ROOT}/{site}/to/{self.receiver}/receipt"
+        return str(mqtt_schema.topic(site, "receipt"))
+
+    def key_for(self, site: str) -> bytes | None:
+        keys = self.receipt_keys
+        if keys is None:
+            return None
+        return keys(site) if callable(keys) else keys.get(site)
+
     def send_receipt(self, site: str, ids: list[str]) -> None:
-        body = mqtt_schema.receipt(ids, site, self.client_id, _now_iso())
-        self.client.publish(mqtt_schema.topic(site, "receipt"),
+        key = self.key_for(site)
+        if self.receipt_keys is not None and key is None:
+            # Keys are in use but this site has none: an unsigned receipt would be refused
+            # by the hub anyway. Say so once per site.
+            if site not in self.unsigned_sites:
+                self.unsigned_sites.add(site)
+                print(f"response centre: no receipt key for site {site}", file=sys.stderr)
+            return
+        t = _now_iso()
+        body = (mqtt_schema.signed_receipt(ids, site, self.client_id, t, key) if key
+                else mqtt_schema.receipt(ids, site, self.client_id, t))
+        self.client.publish(self.receipt_topic(site),
                             json.dumps(body, separators=(",", ":")), qos=1)
         with self._lock:
             self.receipts_sent += 1
@@ -193,6 +229,24 @@ class ResponseCentre:
             self._journal = None
 
 
+def key_directory(directory: Path) -> Callable[[str], bytes | None]:
+    """Receipt keys as files <site>.key in one directory (read when first needed)."""
+    from hub.config import read_receipt_key
+
+    cache: dict[str, bytes | None] = {}
+
+    def lookup(site: str) -> bytes | None:
+        if site not in cache:
+            path = directory / f"{site}.key"
+            try:
+                cache[site] = read_receipt_key(path) if _plain(site) else None
+            except (OSError, ValueError):
+                cache[site] = None
+        return cache[site]
+
+    return lookup
+
+
 def _plain(site: str) -> bool:
     return bool(site) and not any(c in site for c in "+#/\0")
 
@@ -211,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-key")
     p.add_argument("--username")
     p.add_argument("--password-file")
+    p.add_argument("--receiver", help="consume a route's copies for this receiver instead"
+                   " (receipts on .../to/<receiver>/receipt)")
+    p.add_argument("--receipt-keys", metavar="DIR",
+                   help="sign receipts with the key in DIR/<site>.key (hex, first line)")
     a = p.parse_args(argv)
     password = None
     if a.password_file:
@@ -218,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     rc = ResponseCentre(
         a.host, a.port, a.site, a.client_id, a.group, journal=a.journal, tls_ca=a.tls_ca,
         tls_cert=a.tls_cert, tls_key=a.tls_key, username=a.username, password=password,
+        receipt_keys=key_directory(Path(a.receipt_keys)) if a.receipt_keys else None,
+        receiver=a.receiver,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -44,9 +45,10 @@ DEFAULT_DEVICES = [HomeDevice("pendant-1", "pendant", "C0:FF:EE:00:00:01", "livi
 
 def write_hub_config(
     workdir: Path, mqtt_port: int, devices: list[HomeDevice], site: str = SITE,
-    extra: str = "",
+    extra: str = "", receipt_key: bytes | None = None,
 ) -> Path:
-    """hub.toml and keys.toml for these devices; `extra`: more TOML (e.g. [rules])."""
+    """hub.toml and keys.toml for these devices; `extra`: more TOML (e.g. [rules]). With
+    `receipt_key` the hub takes only receipts signed with it (protocols/MQTT.md)."""
     lines = [
         "[site]",
         f'id = "{site}"',
@@ -60,6 +62,7 @@ def write_hub_config(
         'host = "127.0.0.1"',
         f"port = {mqtt_port}",
         "keepalive = 5",
+        *(['receipt_key_file = "receipt.key"'] if receipt_key is not None else []),
         "",
         "[radio]",
         'kind = "virtual"',
@@ -68,6 +71,10 @@ def write_hub_config(
     for d in devices:
         lines += ["", "[[device]]", f'id = "{d.id}"', f'role = "{d.role}"', f'mac = "{d.mac}"',
                   f'room = "{d.room}"']
+    if receipt_key is not None:
+        key_file = workdir / "receipt.key"
+        key_file.write_text(receipt_key.hex() + "\n")
+        key_file.chmod(0o600)
     path = workdir / "hub.toml"
     path.write_text("\n".join(lines) + "\n" + extra)
     from hub import keys
@@ -110,9 +117,13 @@ class VirtualHome:
     def start(self) -> VirtualHome:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker = Mosquitto(self.workdir / "broker").start()
-        config = write_hub_config(self.workdir, self.broker.port, self.devices)
+        # The demo's centre signs its receipts with the site's key, as a real one must.
+        key = secrets.token_bytes(32)
+        config = write_hub_config(self.workdir, self.broker.port, self.devices,
+                                  receipt_key=key)
         self.air = Air(self.workdir / "air.sock")
-        self.centre = ResponseCentre("127.0.0.1", self.broker.port).start()
+        self.centre = ResponseCentre("127.0.0.1", self.broker.port,
+                                     receipt_keys={SITE: key}).start()
         self.hub = start_hub(config, self.workdir / "hub.log", self.workdir / "capture.jsonl")
         self.air.wait_for_listener()
         for d in self.devices:
