@@ -96,16 +96,21 @@ class ControlServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket from a killed hub
+        # Bound under a temporary name and renamed once its group and mode are set, so a
+        # client (or systemd, or a test) never sees the socket with the wrong owner.
+        staging = self.path.with_name(self.path.name + ".new")
+        with contextlib.suppress(FileNotFoundError):
+            staging.unlink()
         old = os.umask(0o117)  # never world-accessible, not even for an instant
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
+            self._server = await asyncio.start_unix_server(self._serve, path=str(staging),
                                                            limit=MAX_REQUEST)
         finally:
             os.umask(old)
         gid = admin_gid(self.group)
         if gid is not None:
             try:
-                os.chown(self.path, -1, gid)
+                os.chown(staging, -1, gid)
             except PermissionError:
                 log.warning("cannot give %s to group %s; only %s can use the admin CLI",
                             self.path, self.group, pwd.getpwuid(os.getuid()).pw_name)
@@ -118,7 +123,8 @@ class ControlServer:
             # Named in the configuration, so meant to exist: probably a typo.
             log.warning("admin group %r does not exist: only root and the hub's user can use"
                         " the admin CLI (create it: groupadd %s)", self.group, self.group)
-        os.chmod(self.path, 0o660)
+        os.chmod(staging, 0o660)
+        os.replace(staging, self.path)
 
     async def stop(self) -> None:
         if self._server is not None:
