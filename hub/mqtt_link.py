@@ -78,7 +78,7 @@ RECEIPT_BACKOFF_CAP_S = 60.0
 RESCAN_S = 5.0
 SETTLE_EVERY_S = 0.1  # telemetry done at PUBACK is written back at least this often
 SETTLE_BATCH = 500  # telemetry rows deleted per write-back (fewer transactions and checkpoints)
-FETCH_AHEAD = 500  # rows fetched beyond the free window (a backlog replay asks less often)
+FETCH_AHEAD = 2000  # rows fetched beyond the free window: ~100 ms of replay, ~1 MB
 NO_MATCHING_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, but nobody was subscribed
 # At most this many messages published and not yet confirmed by a receipt (times the
 # window, at least 100). End-to-end flow control: without it a hub with a large backlog
