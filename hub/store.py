@@ -115,6 +115,8 @@ def _check(path: Path) -> str | None:
             db.close()
     except sqlite3.Error as e:
         return str(e)
+    except UnicodeDecodeError as e:  # SQLite's message quotes a damaged schema
+        return f"damaged schema ({e.object[:60]!r})"
     if rows != [(b"ok",)]:
         return "; ".join(bytes(r[0]).decode(errors="replace") for r in rows[:3])
     return None
