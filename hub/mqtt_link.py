@@ -203,9 +203,16 @@ def explain_connect_error(e: OSError, settings: MqttSettings) -> str:
             " ", "_"):
         return (f"TLS: the broker at {where} demands a client certificate; set"
                 " mqtt.tls_cert and mqtt.tls_key")
+    if isinstance(e, ssl.SSLError) and settings.tls_cert is None:
+        # Not a certificate we distrust: the broker broke off the handshake. Without a client
+        # certificate of our own, that is the likeliest reason (TLS 1.2 gives no clearer one).
+        why = getattr(e, "reason", None) or e
+        return (f"TLS: the broker at {where} broke off the handshake ({why}): it probably"
+                " demands a client certificate; set mqtt.tls_cert and mqtt.tls_key")
     if isinstance(e, ssl.SSLError):
-        return (f"TLS handshake with {where} failed ({e.reason or e}); check mqtt.tls_ca,"
-                " tls_cert and tls_key")
+        why = getattr(e, "reason", None) or e
+        return (f"TLS handshake with {where} failed ({why}); check mqtt.tls_ca, tls_cert and"
+                " tls_key")
     if isinstance(e, ConnectionRefusedError):
         return f"nothing accepts connections at {where}"
     return f"cannot connect to {where}: {e}"
