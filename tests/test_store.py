@@ -465,3 +465,12 @@ def test_a_damaged_schema_is_set_aside(tmp_path: Path) -> None:
     db = Database(path)
     assert [p.type for p in db.problems] == ["store_damaged"]
     db.close()
+
+
+def test_ack_state_is_bounded_to_the_last_thousand_alarms(tmp_path: Path) -> None:
+    st = AckStore(tmp_path / DB_NAME)
+    for i in range(1200):
+        st.put(f"m{i}", PENDANT, i, None, float(i))
+    rows = st.load(1200.0)
+    assert len(rows) == 1000 and rows[0][0] == "m200" and rows[-1][0] == "m1199"
+    st.close()
