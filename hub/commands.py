@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -60,6 +61,7 @@ class CommandListener:
         self.refused = 0
         self.subscribed: bool | None = None  # the broker's answer to the subscription
         self._sub_mids: set[int] = set()
+        self._sub_lock = threading.Lock()
 
     def attach(self) -> None:
         """Subscribe on every (re)connect, next to what the MQTT link itself does there.
@@ -80,8 +82,10 @@ class CommandListener:
                          props: Any) -> None:
             if previous_sub is not None:
                 cast(Any, previous_sub)(client, userdata, mid, codes, props)
-            if mid in self._sub_mids:
+            with self._sub_lock:  # the mid is registered once subscribe() returns
+                mine = mid in self._sub_mids
                 self._sub_mids.discard(mid)
+            if mine:
                 self.subscribed = not any(c.is_failure for c in codes)
                 if not self.subscribed:
                     # Remote mute would silently do nothing: say so.
@@ -96,9 +100,12 @@ class CommandListener:
             self._subscribe(self.client)
 
     def _subscribe(self, client: mqtt.Client) -> None:
-        rc, mid = client.subscribe(self.topic, qos=1)
-        if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
-            self._sub_mids.add(mid)
+        # From the event loop, paho's thread may read the SUBACK before subscribe()
+        # returns the mid: the lock makes on_subscribe wait for it.
+        with self._sub_lock:
+            rc, mid = client.subscribe(self.topic, qos=1)
+            if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+                self._sub_mids.add(mid)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         # paho's network thread: nothing may escape (it would kill the thread and the link).

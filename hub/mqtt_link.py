@@ -78,7 +78,7 @@ RECEIPT_BACKOFF_CAP_S = 60.0
 RESCAN_S = 5.0
 SETTLE_EVERY_S = 0.1  # telemetry done at PUBACK is written back at least this often
 SETTLE_BATCH = 500  # telemetry rows deleted per write-back (fewer transactions and checkpoints)
-FETCH_AHEAD = 500  # rows fetched beyond the free window (a backlog replay asks less often)
+FETCH_AHEAD = 2000  # rows fetched beyond the free window: ~100 ms of replay, ~1 MB
 NO_MATCHING_SUBSCRIBERS = 0x10  # v5 PUBACK: accepted, but nobody was subscribed
 # At most this many messages published and not yet confirmed by a receipt (times the
 # window, at least 100). End-to-end flow control: without it a hub with a large backlog
@@ -203,9 +203,16 @@ def explain_connect_error(e: OSError, settings: MqttSettings) -> str:
             " ", "_"):
         return (f"TLS: the broker at {where} demands a client certificate; set"
                 " mqtt.tls_cert and mqtt.tls_key")
+    if isinstance(e, ssl.SSLError) and settings.tls_cert is None:
+        # Not a certificate we distrust: the broker broke off the handshake. Without a client
+        # certificate of our own, that is the likeliest reason (TLS 1.2 gives no clearer one).
+        why = getattr(e, "reason", None) or e
+        return (f"TLS: the broker at {where} broke off the handshake ({why}): it probably"
+                " demands a client certificate; set mqtt.tls_cert and mqtt.tls_key")
     if isinstance(e, ssl.SSLError):
-        return (f"TLS handshake with {where} failed ({e.reason or e}); check mqtt.tls_ca,"
-                " tls_cert and tls_key")
+        why = getattr(e, "reason", None) or e
+        return (f"TLS handshake with {where} failed ({why}); check mqtt.tls_ca, tls_cert and"
+                " tls_key")
     if isinstance(e, ConnectionRefusedError):
         return f"nothing accepts connections at {where}"
     return f"cannot connect to {where}: {e}"

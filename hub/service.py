@@ -67,7 +67,7 @@ class Hub:
         # open is set aside and reported (technical alarms once running), never fatal.
         try:
             self._open_stores()
-        except sqlite3.DatabaseError as e:  # damage the quick check at open did not see
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:  # missed by the quick check
             path = cfg.data_dir / DB_NAME
             if getattr(self, "db", None) is not None:
                 self.db.conn.close()

@@ -270,3 +270,38 @@ def test_fetching_ahead_asks_only_for_rows_after_those_held(tmp_path: Path) -> N
         assert [r.msg_id for r in first + rest] == order
     finally:
         ob.close()
+
+
+def test_an_alarm_raised_during_an_outage_cuts_the_idle_reconnect_wait_short(
+    workdir: Path,
+) -> None:
+    """An idle hub waits up to 30 s to reconnect; an alarm stored meanwhile makes it try
+    again within a second (it used to leave 8-17 s after the broker was back)."""
+
+    async def main() -> None:
+        broker = Mosquitto(workdir / "broker").start()
+        ob = Outbox(workdir / "hub" / "outbox.sqlite", reserve_bytes=0)
+        settings = config.MqttSettings(port=broker.port, keepalive=5, receipt_timeout_s=60.0,
+                                       heartbeat_s=3600)
+        link = MqttLink(settings, "hub-i", ob, mqtt_schema.topic(SITE, "hub"), site=SITE)
+        link.start()
+        try:
+            await until(lambda: link.connected, 10, "connected")
+            broker.stop()
+            await until(lambda: not link.connected, 10, "outage noticed")
+            # Idle: the next attempt is 0.5-30 s away. An alarm is stored.
+            out = outgoing("alarm", "o1")
+            await asyncio.to_thread(ob.append_many,
+                                    [(mqtt_schema.topic(SITE, "alarm"), out)], time.time())
+            link.kick()
+            await until(lambda: link._urgent, 5, "urgent")
+            broker.start()
+            back = time.monotonic()
+            await until(lambda: link.published == 1, 10, "the alarm out")
+            assert link.connected_at is not None and link.connected_at - back < 2.0
+        finally:
+            await link.stop()
+            ob.close()
+            broker.close()
+
+    asyncio.run(main())

@@ -360,3 +360,16 @@ def test_the_shipped_listener_config_runs_as_written(workdir: Path) -> None:
         proc.wait(10)
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def test_a_broken_off_tls_handshake_without_a_client_certificate_is_named() -> None:
+    import ssl
+
+    from hub.config import MqttSettings
+    from hub.mqtt_link import explain_connect_error
+
+    e = ssl.SSLError(1, "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure")
+    text = explain_connect_error(e, MqttSettings(tls_ca=Path("ca.crt")))
+    assert "client certificate" in text and "mqtt.tls_cert" in text
+    with_cert = MqttSettings(tls_ca=Path("ca"), tls_cert=Path("c"), tls_key=Path("k"))
+    assert "check mqtt.tls_ca" in explain_connect_error(e, with_cert)

@@ -398,14 +398,15 @@ def test_random_damage_never_stops_the_hub_from_starting(tmp_path: Path) -> None
                    0.0)
     ob.close()
     port = free_port()
-    for trial in range(30):
+    for trial in range(80):
         d = tmp_path / f"t{trial}"
         write_config_dir(d, port)
         (d / "var").mkdir()
         path = d / "var" / DB_NAME
         shutil.copy(good, path)
         with open(path, "r+b") as f:
-            f.seek(rng.randint(0, path.stat().st_size - 1))
+            # Half of them in the first page, where the schema is (as the chaos soak does).
+            f.seek(rng.randint(0, 4096 if trial % 2 else path.stat().st_size - 1))
             f.write(bytes(rng.randrange(256) for _ in range(rng.randint(1, 4096))))
         hub = hub_in(d)
         assert set(hub.outbox.ids()) <= {f"a{i}" for i in range(300)}
@@ -448,3 +449,28 @@ def test_the_hub_starts_on_a_full_disk_with_the_reserve(tmp_path: Path) -> None:
         ob.close()
     finally:
         subprocess.run(["umount", "-l", str(fs)], check=False)
+
+
+def test_a_damaged_schema_is_set_aside(tmp_path: Path) -> None:
+    """The chaos soak also found SQLite's error message quoting a damaged schema in bytes
+    that are not UTF-8: decoding the message raised UnicodeDecodeError at open. Both the
+    check and the hub's open treat that as damage."""
+    path = tmp_path / DB_NAME
+    Outbox(path).close()
+    data = bytearray(path.read_bytes())
+    at = data.find(b"CREATE TABLE outbox")
+    assert at > 0
+    data[at:at + 2] = b"\xe7\xff"  # the SQL no longer parses, and is not UTF-8
+    path.write_bytes(bytes(data))
+    db = Database(path)
+    assert [p.type for p in db.problems] == ["store_damaged"]
+    db.close()
+
+
+def test_ack_state_is_bounded_to_the_last_thousand_alarms(tmp_path: Path) -> None:
+    st = AckStore(tmp_path / DB_NAME)
+    for i in range(1200):
+        st.put(f"m{i}", PENDANT, i, None, float(i))
+    rows = st.load(1200.0)
+    assert len(rows) == 1000 and rows[0][0] == "m200" and rows[-1][0] == "m1199"
+    st.close()
