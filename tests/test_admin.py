@@ -147,7 +147,7 @@ def hub_running(tmp_path: Path, **config: str) -> Iterator[Running]:
     hub = start_hub(cfg, tmp_path / "hub.log")
     r = Running(cfg, broker, air, centre, hub)
     try:
-        air.wait_for_listener()
+        air.wait_for_listener(proc=hub)
         wait_until(lambda: r.socket.exists())
         wait_until(lambda: r.json("status")["mqtt"]["connected"])
         yield r

@@ -53,7 +53,7 @@ def test_alarm_kept_while_broker_down_and_delivered_when_it_returns(tmp_path: Pa
     pendant = None
     centre = None
     try:
-        air.wait_for_listener()
+        air.wait_for_listener(proc=hub)
         centre = ResponseCentre("127.0.0.1", broker.port).start()
         broker.stop()  # the broker is down at the moment of the press
         d = DEFAULT_DEVICES[0]

@@ -115,7 +115,7 @@ def test_shelly_door_motion_and_button_drive_the_rules(tmp_path: Path,
     centre = ResponseCentre("127.0.0.1", broker.port).start()
     hub = start_hub(config, tmp_path / "hub.log")
     try:
-        air.wait_for_listener()
+        air.wait_for_listener(proc=hub)
         # The door opens at night: the wandering rule (return_min 0) raises at once.
         # As a Shelly BLU Door/Window sends it: with light level and tilt (BTHome 0x05, 0x3F).
         opened = build_service_data(DOOR_KEY, DOOR_MAC, [(0x00, 1), (0x01, 90), (0x05, 4200),

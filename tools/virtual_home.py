@@ -86,7 +86,10 @@ def write_hub_config(
 def start_hub(
     config: Path, log_path: Path, capture: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    exe = shutil.which("tryggheim") or str(Path(sys.executable).with_name("tryggheim"))
+    # This interpreter's own hub first: the first `tryggheim` on PATH may be another
+    # installation's (a pyenv shim, an installed package).
+    own = Path(sys.executable).with_name("tryggheim")
+    exe = str(own) if own.exists() else (shutil.which("tryggheim") or str(own))
     log = open(log_path, "ab")
     cmd = [exe, "run", "--config", str(config)]
     if capture is not None:
@@ -125,7 +128,7 @@ class VirtualHome:
         self.centre = ResponseCentre("127.0.0.1", self.broker.port,
                                      receipt_keys={SITE: key}).start()
         self.hub = start_hub(config, self.workdir / "hub.log", self.workdir / "capture.jsonl")
-        self.air.wait_for_listener()
+        self.air.wait_for_listener(proc=self.hub)
         for d in self.devices:
             cfg = d.board_config(heartbeat_s=600)
             board = VirtualBoard(cfg, mac=d.mac, radio=self.air).start()

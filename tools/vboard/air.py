@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 class Air:
@@ -47,12 +48,16 @@ class Air:
             except (ValueError, KeyError, TypeError):
                 continue  # the air carries garbage too; ignore it as a radio would
 
-    def wait_for_listener(self, timeout: float = 10.0) -> None:
+    def wait_for_listener(self, timeout: float = 30.0, proc: Any = None) -> None:
+        """Until a hub listens; with `proc` (the hub's Popen), fail at once if it exits.
+        Generous by default: a hub's start on a loaded 2-core machine can take seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
                 if self._listeners:
                     return
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"the hub exited ({proc.returncode}) before listening")
             time.sleep(0.01)
         raise TimeoutError("no hub is listening on the virtual air")
 
