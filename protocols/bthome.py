@@ -128,10 +128,12 @@ class EncodeError(ValueError):
 
 def encode_objects(objects):
     """objects: iterable of (object_id, int value). Returns the object bytes in ascending id
-    order (the format requires it; the sort is stable so repeated ids keep their order)."""
-    items = sorted(objects, key=lambda o: o[0])
+    order (the format requires it); repeated ids keep their order. MicroPython's sort is not
+    stable, so the position is part of the key."""
+    objects = list(objects)
+    order = sorted(range(len(objects)), key=lambda i: (objects[i][0], i))
     out = bytearray()
-    for oid, value in items:
+    for oid, value in (objects[i] for i in order):
         spec = OBJECTS.get(oid)
         if spec is None:
             raise EncodeError("unknown object id 0x%02x" % oid)

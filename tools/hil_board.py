@@ -77,6 +77,7 @@ class HilBoard:
         self.hang = None  # (op or None, ms): the next such call takes that long
         self.wdt = None  # emulated watchdog timeout (ms) while it runs
         self.wdt_fed = 0
+        self.show_until = 0  # board_esp32.deep_sleep keeps an indication visible this long
 
     def __getattr__(self, name):
         # mac, aes_ecb, rtc_load, rtc_save, scan, i2c: the board's own.
@@ -212,8 +213,12 @@ class HilBoard:
         self._call("deep_sleep")
         self.wdt = None  # deep sleep resets the chip, and the watchdog with it
         self.advertise(None)
+        woke = None
+        if self.now < self.show_until:  # as board_esp32.deep_sleep: the indication first
+            woke = self._sleep(self.show_until - self.now, pins)
         out("sleep", self.now, "-" if ms is None else ms)
-        woke = self._sleep(ms, pins)
+        if woke is None:
+            woke = self._sleep(ms, pins)
         self.wake = ("pin", woke) if woke else ("timer", None)
         raise Reboot()
 
@@ -251,6 +256,9 @@ class HilBoard:
     def indicate(self, pattern):
         self._call("indicate")
         self._real.indicate(pattern)
+        import board_esp32
+
+        self.show_until = self.now + board_esp32.SHOW_MS.get(pattern, 0)
         out("ind", self.now, pattern)
 
     def log(self, msg):
