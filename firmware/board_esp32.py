@@ -47,7 +47,7 @@ SHOW_MS = {
 }
 _CHIRP = ("received", "help_coming", "not_received", "cancelled")
 # Inputs that wake on their rising edge only (ext1 ANY_HIGH); the others on either edge.
-_RISING = ("button", "accel_int", "standby")
+_RISING = ("button", "accel_int")
 
 
 class Esp32Board:
@@ -197,10 +197,8 @@ class Esp32Board:
     def _arm_wake(self, pins):
         """Arm ext0/ext1 for the next edge of every input in pins. ext0: one input, either
         edge (door, motion, mat, charger); ext1 ANY_HIGH: inputs that are low now and wake
-        on their rising edge (buttons, INT1, STDBY). Returns (ext0 names, ext1 names,
+        on their rising edge (buttons, INT1). Returns (ext0 names, ext1 names,
         names that could not be armed)."""
-        if "charge" in pins and "standby" in self._pins and "standby" not in pins:
-            pins = tuple(pins) + ("standby",)  # the charger is both TP4056 outputs
         either = [n for n in pins if n not in _RISING][:1]
         ext0 = None
         if either:
@@ -212,8 +210,7 @@ class Esp32Board:
         # () disarms: pins=None would keep the previous mask armed.
         esp32.wake_on_ext1(pins=tuple(self._pins[n] for n in high),
                            level=esp32.WAKEUP_ANY_HIGH)
-        # STDBY high (not charged) needs no edge: plugging in pulls CHRG low first.
-        return either, high, [n for n in rest if n not in high and n != "standby"]
+        return either, high, [n for n in rest if n not in high]
 
     def _disarm(self):
         esp32.wake_on_ext0(pin=None, level=esp32.WAKEUP_ANY_HIGH)
@@ -254,6 +251,7 @@ class Esp32Board:
         return max(0, time.ticks_diff(self._show_until, time.ticks_ms()))
 
     def deep_sleep(self, ms, pins=()):
+        pins = [n for n in pins if n in self._pins]  # a fault may strike before configure
         self.advertise(None)
         changed = None
         left = self._show_left()
@@ -288,8 +286,8 @@ class Esp32Board:
         return int(self._adc.read_uv() * self._divider / 1000)
 
     def charging(self):
-        # On the charger: TP4056 CHRG low while charging, STDBY low once charged.
-        return any(n in self._pins and self.pin(n) == 1 for n in ("charge", "standby"))
+        # The charger's input (pinmap.json): on the cradle, charging or already charged.
+        return "charge" in self._pins and self.pin("charge") == 1
 
     # -- radio --------------------------------------------------------------------------
     def advertise(self, adv, interval_ms=100, connectable=False):

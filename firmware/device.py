@@ -14,6 +14,8 @@ HEARTBEAT_S = 600  # default: the hub reports a silent device after 3 missed (30
 HEARTBEAT_BURST_MS = 500  # 5 adverts; a heartbeat may be missed now and then, an event not
 EVENT_BURST_MS = 1000  # door/motion/bed state changes: 10 adverts, no ack (not alarms)
 LOW_BATTERY_PCT = 20
+# Firmware version sent in heartbeats (BTHome 0xF2: major << 16 | minor << 8 | patch).
+VERSION = (0, 2, 0)
 WATCHDOG_MS = 20000
 
 # Advert burst after an event: long enough that a scanner hears it, short enough that a
@@ -146,6 +148,12 @@ def default_led(pinmap_path=PINMAP_PATH):
     return DEFAULT_LED
 
 
+def version_objects():
+    """What every heartbeat carries besides the battery: the firmware version."""
+    major, minor, patch = VERSION
+    return [(bthome.FIRMWARE_VERSION, major << 16 | minor << 8 | patch)]
+
+
 def battery_percent(mv, chemistry="alkaline_2aa"):
     # Piecewise-linear discharge curves (mV, %) for the two chemistries we ship.
     if chemistry == "lipo":
@@ -262,7 +270,7 @@ class Device:
         """A short advert with no event (battery, charging): at power-on, on the charger
         edge, as heartbeat. Returns True if a watched input went high meanwhile."""
         self.state["chg"] = 1 if self.board.charging() else 0
-        self.send([], trigger=trigger, burst_ms=HEARTBEAT_BURST_MS, watch=watch)
+        self.send(version_objects(), trigger=trigger, burst_ms=HEARTBEAT_BURST_MS, watch=watch)
         return any(self.board.pin(p) for p in self.changed)
 
     def send(self, objects, trigger=True, burst_ms=BURST_MS, watch=()):

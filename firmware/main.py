@@ -43,9 +43,9 @@ def main():
         return
     dev = None
     try:
+        dev = device.Device(board, cfg)  # first: the fault count lives in its state
         board.configure(cfg)
         board.watchdog(device.WATCHDOG_MS)
-        dev = device.Device(board, cfg)
         app.run(dev)
         raise RuntimeError("app returned without sleeping")
     except Exception as e:  # noqa: BLE001  (anything, as long as it is not a reset)

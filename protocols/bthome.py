@@ -44,7 +44,8 @@ VIBRATION = const(0x2C)
 WINDOW = const(0x2D)
 BUTTON = const(0x3A)
 DEVICE_TYPE = const(0xF0)
-FIRMWARE_VERSION = const(0xF2)
+FIRMWARE_VERSION_32 = const(0xF1)  # uint32: major.minor.patch.build
+FIRMWARE_VERSION = const(0xF2)  # uint24: major.minor.patch (what our devices send)
 
 # Button event values (object 0x3A).
 BUTTON_NONE = const(0x00)
@@ -104,6 +105,7 @@ OBJECTS = {
     WINDOW: ("window", 1, False),
     BUTTON: ("button", 1, False),
     DEVICE_TYPE: ("device_type", 2, False),
+    FIRMWARE_VERSION_32: ("firmware_version", 4, False),
     FIRMWARE_VERSION: ("firmware_version", 3, False),
 }
 

@@ -60,28 +60,22 @@ def test_inputs_get_pull_none_explicitly(tmp_path: Path) -> None:
     # Defect 11: without pull=None a pad keeps the pull it has at reset (it leaks).
     b = board_script(tmp_path, "wearable", "")
     assert "DONE" in run(b, 1000)
-    inputs = [b.pin_map[n] for n in ("button", "charge", "standby", "accel_int")]
+    inputs = [b.pin_map[n] for n in ("button", "charge", "accel_int")]
     assert all(b.pulls[n] is None for n in inputs), b.pulls
 
 
-def test_on_the_charger_is_charging_or_charged(tmp_path: Path) -> None:
-    # Defect 5: TP4056 CHRG is released when charging ends; STDBY says "charged".
-    script = """
+def test_on_the_charger_is_the_charger_input(tmp_path: Path) -> None:
+    # Defect 5: the TP4056 CHRG output is released when charging ends, so a charged device
+    # on the cradle read as off it. The "charge" input now senses the charger's 5 V.
+    b = board_script(tmp_path, "pendant", """
 print("off", b.charging())
 time.sleep_ms(1000)
-print("charging", b.charging())
-time.sleep_ms(1000)
-print("full", b.charging())
-"""
-    b = board_script(tmp_path, "pendant", script)
-    b.schedule(500, "charge", 1)  # on the cradle
+print("on", b.charging())
+""")
+    b.schedule(500, "charge", 1)  # on the cradle (charging or charged: the same input)
     log = run(b, 1800)
-    assert "off False" in log and "charging True" in log
-    (tmp_path / "2").mkdir()
-    b = board_script(tmp_path / "2", "pendant", script, battery_full=True)
-    b.schedule(500, "charge", 1)
-    log = run(b, 3000)
-    assert "full True" in log
+    assert "off False" in log and "on True" in log
+    assert b.pin_map["charge"] == 26
 
 
 def test_wait_with_the_radio_on_polls_and_sees_the_edge(tmp_path: Path) -> None:

@@ -149,7 +149,9 @@ def daily_mas(role: str) -> dict[str, float]:
         reports = min(300, active_h * 3600 / pir.HOLDOFF_S)
         motion = advert_mas(pir.MOTION_BURST_MS, interval)
         # Triggers inside a hold-off cost nothing: the PIR cannot wake the ESP32 then.
-        out["events"] = reports * (wake_mas() + motion) + reports * wake_mas()  # + hold-off end
+        # + the hold-off end: a wake, and "no motion" (clear) when the room is still
+        clear = advert_mas(pir.CLEAR_BURST_MS, interval)
+        out["events"] = reports * (wake_mas() + motion) + reports * (wake_mas() + clear)
         out["sensor"] = day * f("pir_ma")
     elif role == "bed":
         # Each report: a wake on the edge, a wake when the debounce ends, the burst.

@@ -12,7 +12,7 @@ milliseconds, and read the adverts, the LED and the indications the device produ
 
 The world beneath the port: GPIO levels by pin name (`set_pin`, `schedule`, `press`; the
 device config and hardware/pinmap.json give the GPIO numbers and polarity), a TP4056
-charger (`set_pin("charge", 1)` = on the cradle, `battery_full` = charge done), the battery
+charger input (`set_pin("charge", 1)` = on the cradle), the battery
 through its divider (`set_battery`, also as a ramp), an LIS3DH on I2C (`accel`,
 tools/vboard/lis3dh.py) with INT1 on "accel_int"; the radio (adverts to `radio`, ack frames
 a central writes while the device advertises connectable: `hub_write`); RTC memory (`rtc`)
@@ -121,7 +121,6 @@ class VirtualBoard:
     runtime: str = "wasm"  # "wasm" (WebAssembly port under Node) or "unix" (the unix port)
     heap: str = UNIX_HEAP  # -X heapsize for the unix port
     ticks0: int = 0  # time.ticks_ms() at boot (near 2**30 to test the wrap)
-    battery_full: bool = False  # TP4056: charge done (STDBY low, CHRG released)
     now_ms: int = 0
     adverts: list[Advert] = field(default_factory=list)
     indications: list[tuple[int, str]] = field(default_factory=list)
@@ -174,13 +173,14 @@ class VirtualBoard:
 
     def _resolve_pins(self) -> None:
         """GPIO numbers and polarity of each input, as the firmware's defaults give them."""
-        if not isinstance(self.config, dict) or "role" not in self.config:
-            return
         sys.path.insert(0, str(ROOT / "firmware"))
         try:
             import device
         finally:
             sys.path.pop(0)
+        self._names = {device.default_led(str(DATA_FILES[0])): "led"}  # shown without config
+        if not isinstance(self.config, dict) or "role" not in self.config:
+            return
         cfg = json.loads(json.dumps(self.config))
         try:
             device.apply_defaults(cfg, str(DATA_FILES[0]))
@@ -427,11 +427,10 @@ class VirtualBoard:
         if name == ACCEL_INT:
             self.accel.sync(self.now_ms)
             return self.accel.int1()
-        if name == "charge":  # TP4056 CHRG: pulled low only while charging
-            return 0 if self._on_charger() and not self.battery_full else 1
-        if name == "standby":  # TP4056 STDBY: pulled low once charged
-            return 0 if self._on_charger() and self.battery_full else 1
-        level = self.levels.get(name, 0)
+        if name == "charge":  # the charger's 5 V input, charging or charged
+            level = int(self._on_charger())
+        else:
+            level = self.levels.get(name, 0)
         return 1 - level if name in self._active_low else level
 
     def _woken(self, ext0: list[int] | None, ext1: list[Any] | None) -> str | None:
