@@ -12,15 +12,11 @@
 import time
 
 import bluetooth
+import cryptolib
 import esp32
 import machine
 
 from protocols import ack
-
-try:
-    import cryptolib
-except ImportError:
-    cryptolib = None
 
 _IRQ_CENTRAL_CONNECT = 1
 _IRQ_CENTRAL_DISCONNECT = 2
@@ -93,6 +89,9 @@ class Esp32Board:
         return self._adv is not None or self._conn is not None or self._scan is not None
 
     def _irq(self, event, data):
+        ble = self._ble
+        if ble is None:
+            return
         if event == _IRQ_CENTRAL_CONNECT:
             self._conn = data[0]
         elif event == _IRQ_CENTRAL_DISCONNECT:
@@ -100,9 +99,9 @@ class Esp32Board:
             # NimBLE stopped advertising when the central connected: start again.
             if self._adv is not None:
                 interval, adv, connectable = self._adv
-                self._ble.gap_advertise(interval, adv_data=adv, connectable=connectable)
+                ble.gap_advertise(interval, adv, connectable=connectable)
         elif event == _IRQ_GATTS_WRITE and data[1] == self._ack_handle:
-            self._inbox.append(bytes(self._ble.gatts_read(self._ack_handle)))
+            self._inbox.append(bytes(ble.gatts_read(data[1])))
         elif event == _IRQ_SCAN_RESULT and self._scan is not None:
             addr_type, addr, adv_type, rssi, adv_data = data
             self._scan.append((bytes(addr), bytes(adv_data)))
@@ -137,7 +136,9 @@ class Esp32Board:
         # Constructing the Pin with a mode also takes an armed pad back from the RTC domain.
         # pull=None: the pull resistors are on the board (bom.md); an internal pull a pad
         # has at reset would leak in deep sleep.
-        self._pins[name] = machine.Pin(self._gpio[name], machine.Pin.IN, None)
+        # (The stubs type pull as int; the port documents None as "no pull resistor".)
+        self._pins[name] = machine.Pin(self._gpio[name], machine.Pin.IN,
+                                       None)  # pyright: ignore[reportArgumentType]
 
     def _raw(self, name):
         return self._pins[name].value()
@@ -203,18 +204,17 @@ class Esp32Board:
         ext0 = None
         if either:
             ext0 = self._pins[either[0]]
-        esp32.wake_on_ext0(pin=ext0, level=esp32.WAKEUP_ALL_LOW if ext0 is not None and
-                           ext0.value() else esp32.WAKEUP_ANY_HIGH)
+        esp32.wake_on_ext0(ext0, esp32.WAKEUP_ALL_LOW if ext0 is not None and ext0.value()
+                           else esp32.WAKEUP_ANY_HIGH)
         rest = [n for n in pins if n not in either]
         high = [n for n in rest if not self._raw(n)]
         # () disarms: pins=None would keep the previous mask armed.
-        esp32.wake_on_ext1(pins=tuple(self._pins[n] for n in high),
-                           level=esp32.WAKEUP_ANY_HIGH)
+        esp32.wake_on_ext1(tuple(self._pins[n] for n in high), esp32.WAKEUP_ANY_HIGH)
         return either, high, [n for n in rest if n not in high]
 
     def _disarm(self):
-        esp32.wake_on_ext0(pin=None, level=esp32.WAKEUP_ANY_HIGH)
-        esp32.wake_on_ext1(pins=(), level=esp32.WAKEUP_ANY_HIGH)
+        esp32.wake_on_ext0(None, esp32.WAKEUP_ANY_HIGH)
+        esp32.wake_on_ext1((), esp32.WAKEUP_ANY_HIGH)
 
     def wait(self, timeout_ms, pins=()):
         """Until an edge on one of pins or the timeout. Light sleep when the radio is off,
@@ -292,13 +292,14 @@ class Esp32Board:
     # -- radio --------------------------------------------------------------------------
     def advertise(self, adv, interval_ms=100, connectable=False):
         if adv is None:
-            if self._adv is not None:
-                self._ble.gap_advertise(None)
+            if self._adv is not None and self._ble is not None:
+                # (The stubs type interval_us as int; None stops advertising, as documented.)
+                self._ble.gap_advertise(None)  # pyright: ignore[reportArgumentType]
             self._adv = None
         else:
             ble = self._radio()
             self._adv = (interval_ms * 1000, adv, connectable)
-            ble.gap_advertise(interval_ms * 1000, adv_data=adv, connectable=connectable)
+            ble.gap_advertise(interval_ms * 1000, adv, connectable=connectable)
 
     def receive(self, timeout_ms):
         start = time.ticks_ms()

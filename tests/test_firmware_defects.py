@@ -16,8 +16,8 @@ from protocols import ack, bthome
 from tests.conftest import requires_node
 from tests.hil.conftest import KEY, MAC
 from tests.hil.helpers import ack_for, events, values
-from tests.hil.test_alarms import fall
 from tools.vboard import VirtualBoard
+from tools.vboard.scenarios import fall
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRMWARE = Path(os.environ.get("TRYGGHEIM_FIRMWARE_DIR", ROOT / "firmware"))

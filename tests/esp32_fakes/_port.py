@@ -45,11 +45,14 @@ def call(op, **args):
     return reply
 
 
-_boot = call("boot")
 # now: ms since boot (unwrapped, the host's); ticks0: where ticks_ms started at this boot
-state = {"now": 0, "ticks0": _boot.get("ticks0", 0), "reset": _boot["reset"],
-         "wake": _boot.get("wake"), "ble": False, "ext0": None, "ext1": None,
-         "rtc_pins": set(), "timers": [], "irq": None, "gatts": {}}
+state = {"now": 0, "ticks0": 0, "reset": "power_on", "wake": None, "ble": False,
+         "ext0": None, "ext1": None, "rtc_pins": set(), "timers": [], "irq": None,
+         "gatts": {}}
+_boot = call("boot")
+state["ticks0"] = _boot.get("ticks0", 0)
+state["reset"] = _boot["reset"]
+state["wake"] = _boot.get("wake")
 
 RTC_GPIO = (0, 2, 4, 12, 13, 14, 15, 25, 26, 27, 32, 33, 34, 35, 36, 37, 38, 39)
 INPUT_ONLY = (34, 35, 36, 37, 38, 39)

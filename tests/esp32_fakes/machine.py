@@ -96,7 +96,10 @@ class RTC:
 
 class WDT:
     def __init__(self, id=0, timeout=5000):
-        _port.call("wdt", ms=timeout)
+        import gc
+
+        gc.collect()  # main starts the watchdog once booted: the heap the app starts with
+        _port.call("wdt", ms=timeout, heap=gc.mem_alloc())
 
     def feed(self):
         _port.call("wdt_feed")

@@ -7,6 +7,7 @@ real-board backend plugs in here (HIL_PORT) without changing the tests.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,6 +41,8 @@ def dut(request: pytest.FixtureRequest) -> Iterator[DutFactory]:
             started.append(real)  # type: ignore[arg-type]
             return real.start()  # type: ignore[return-value]
         board.setdefault("mac", MAC)
+        # VBOARD_RUNTIME=unix: the same suite in the MicroPython unix port, ESP32-sized heap
+        board.setdefault("runtime", os.environ.get("VBOARD_RUNTIME", "wasm"))
         b = VirtualBoard(config, **board)
         started.append(b)
         return b.start()

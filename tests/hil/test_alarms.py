@@ -8,6 +8,7 @@ from protocols import ack, bthome
 from tests.hil.conftest import DutFactory, device_config
 from tests.hil.helpers import ack_for, events, values
 from tools.vboard import VirtualBoard
+from tools.vboard.scenarios import fall
 
 LIPO_FULL = 4000
 
@@ -172,15 +173,6 @@ def test_unacknowledged_alarm_survives_power_loss(dut: DutFactory) -> None:
 
 
 # -- wearable ----------------------------------------------------------------------------
-
-def fall(seed: int = 1) -> list[tuple[float, float, float]]:
-    rng = random.Random(seed)
-    upright = [(rng.gauss(0, .01), -1 + rng.gauss(0, .01), rng.gauss(0, .01)) for _ in range(150)]
-    dip = [(0.05, -0.3, 0.1)] * 20
-    hit = [(1.5, -2.5, 4.0), (3.0, -2.5, 4.0), (1.8, -1.5, 2.4)]
-    lying = [(rng.gauss(0, .01), rng.gauss(0, .01), 1 + rng.gauss(0, .01)) for _ in range(300)]
-    return upright + dip + hit + lying
-
 
 def wearable(dut: DutFactory) -> VirtualBoard:
     w = dut(device_config("wearable"), battery_mv=LIPO_FULL)
