@@ -124,6 +124,7 @@ class VirtualBoard:
     runtime: str = "wasm"  # "wasm" (WebAssembly port under Node) or "unix" (the unix port)
     heap: str = UNIX_HEAP  # -X heapsize for the unix port
     ticks0: int = 0  # time.ticks_ms() at boot (near 2**30 to test the wrap)
+    jumpers: dict[int, int] = field(default_factory=dict)  # input GPIO -> output GPIO on it
     now_ms: int = 0
     adverts: list[Advert] = field(default_factory=list)
     indications: list[tuple[int, str]] = field(default_factory=list)
@@ -172,6 +173,7 @@ class VirtualBoard:
         self._names: dict[int, str] = {}
         self._active_low: set[str] = set()
         self._divider = 2.0
+        self._outputs: dict[int, int] = {}
         self._resolve_pins()
 
     def _resolve_pins(self) -> None:
@@ -424,6 +426,8 @@ class VirtualBoard:
         return bool(self.is_charging or self.levels.get("charge", 0))
 
     def _electrical(self, num: int) -> int:
+        if num in self.jumpers:  # a wire from one of the board's own outputs (HIL fixture)
+            return self._outputs.get(self.jumpers[num], 0)
         name = self._names.get(num)
         if name is None:
             return 0
@@ -644,6 +648,7 @@ class VirtualBoard:
             return {"v": self._electrical(int(req["n"]))}
         if op == "pin_out":
             n, v = int(req["n"]), int(req["v"])
+            self._outputs[n] = v
             if self._names.get(n) == "led":
                 self.led.append((self.now_ms, v))
             return {}
