@@ -333,8 +333,15 @@ class Esp32Board:
         led.value(1 if on else 0)
         if on and off:
             state = [1]
+            until = self._show_until
 
             def blink(t):
+                if until is not None and time.ticks_diff(until, time.ticks_ms()) <= 0:
+                    # Shown for its time: stop, so waits may light-sleep again (a Timer
+                    # would freeze there anyway).
+                    led.value(0)
+                    self._blinking = False
+                    return
                 state[0] ^= 1
                 led.value(state[0])
                 t.init(period=on if state[0] else off, mode=machine.Timer.ONE_SHOT,

@@ -179,6 +179,21 @@ def test_fault_is_shown_before_the_back_off(boards: list[VirtualBoard]) -> None:
     assert led_pulses(d, t, t + 5000) >= 4
 
 
+def test_a_shown_pattern_stops_so_the_wearable_light_sleeps_again(
+        boards: list[VirtualBoard]) -> None:
+    # A blinking LED keeps the board awake (Timer callbacks need the CPU): a pattern stops
+    # after its time, or the worn wearable would idle at the awake current all day.
+    w = start(boards, cfg("wearable"))
+    w.press("button", hold_ms=200)
+    w.advance(3000)
+    w.press("button", hold_ms=4500)  # cancelled: shown 3 s, then sampling goes on
+    w.advance(10_000)
+    assert "cancelled" in [i for _, i in w.indications]
+    awake, wakes = w.usage.awake_ms, w.usage.light_wakes
+    w.advance(10_000)
+    assert w.usage.light_wakes > wakes + 10 and w.usage.awake_ms - awake < 2000
+
+
 # -- 7. every path ends in deep sleep or a reset; pins checked against the chip ------------
 @pytest.mark.parametrize("pins", [{"door": 24}, {"door": 30}, {"led": 34}, {"door": 7},
                                   {"door": 21}, {"battery": 26}, {"led": 27}])
