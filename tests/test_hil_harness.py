@@ -175,7 +175,8 @@ def test_a_failing_test_gets_the_boards_serial_log(sim: SimBoardProcess, tmp_pat
 
 def test_hil_port_selects_the_serial_backend(sim: SimBoardProcess) -> None:
     # One device test from the firmware's suite, unchanged, on the board behind HIL_PORT.
-    env = dict(os.environ, HIL_PORT=sim.port, HIL_FIRMWARE="source")
+    # The simulated serial board has no real sleep: the emulating driver (HIL_EMULATE).
+    env = dict(os.environ, HIL_PORT=sim.port, HIL_FIRMWARE="source", HIL_EMULATE="1")
     p = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hil",
          "tests/hil/test_sensors.py", "-k", "door", "-rA"],
@@ -191,7 +192,7 @@ def test_device_suite_runs_unchanged_on_a_serial_board(tmp_path: Path) -> None:
     # acks sealed for the board's MAC. The whole of tests/hil takes ~130 s this way (adverts
     # pass in real time), too long for every run; what only the virtual board has is skipped.
     with SimBoardProcess(tmp_path / "board" / "flash", mac="24:0A:C4:5A:FE:01") as board:
-        env = dict(os.environ, HIL_PORT=board.port, HIL_FIRMWARE="source")
+        env = dict(os.environ, HIL_PORT=board.port, HIL_FIRMWARE="source", HIL_EMULATE="1")
         p = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hil", "-rs",
              "tests/hil/test_safety.py", "tests/hil/test_provisioning.py",
