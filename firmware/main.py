@@ -38,8 +38,12 @@ def main():
     try:
         cfg = device.load_config()
         app = __import__(APPS[cfg["role"]])
-    except (device.ConfigError, KeyError, ImportError) as e:
-        _config_error(board, e)
+    except Exception as e:  # noqa: BLE001  a config that breaks the loader is a config error
+        try:
+            _config_error(board, e)
+        except Exception as e2:  # noqa: BLE001
+            board.log("config error while showing a config error: %r" % (e2,))
+            board.reset()
         return
     dev = None
     try:

@@ -205,6 +205,17 @@ def test_pins_the_chip_cannot_use_are_config_errors(
     assert d.sleeping and not d.halted
 
 
+@pytest.mark.parametrize("text", [b"5", b"[1, 2]", b'{"id": "x", "role": "door", "pins": []}'])
+def test_a_config_that_breaks_the_loader_is_a_config_error(
+        boards: list[VirtualBoard], text: bytes) -> None:
+    d = start(boards, cfg("door"))
+    (d.flash_dir / "config.json").write_bytes(text)
+    d.power_cycle()
+    d.advance(40_000)
+    assert d.indication() == "config_error"
+    assert d.sleeping and not d.halted
+
+
 def test_a_crash_in_configure_still_ends_in_deep_sleep(boards: list[VirtualBoard]) -> None:
     d = start(boards, cfg("door"))
     d.fail_calls("pin_init")  # the pin driver fails while the board is configured
