@@ -30,17 +30,12 @@ for the design, the measurements and the limits).
 """
 
 import math
+from array import array
 
 try:
     from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    from array import array
-except ImportError:  # pragma: no cover - every MicroPython port has array
-    array = None
+except ImportError:  # CPython: const() is the identity
+    const = int
 
 _IDLE = const(0)
 _ACTIVE = const(1)
@@ -135,11 +130,13 @@ class FallDetector:
     UP_AXIS = (0.0, -1.0, 0.0)
 
     def __init__(self, rate_hz=50, **params):
-        p = dict(DEFAULTS)
-        for k in params:
-            if k not in p:
-                raise ValueError("unknown parameter " + k)
-            p[k] = params[k]
+        p = DEFAULTS  # shared, read only: a copy only when a parameter is overridden
+        if params:
+            p = dict(DEFAULTS)
+            for k in params:
+                if k not in p:
+                    raise ValueError("unknown parameter " + k)
+                p[k] = params[k]
         self.params = p
         self.rate_hz = rate_hz
         self._imp2 = float(p["impact_g"]) ** 2
@@ -165,10 +162,13 @@ class FallDetector:
         # post window is summarised on the fly.
         self.window = max(self.n_pre_from, self.n_ff)
         self.buf_bytes = 3 * 4 * self.window
-        self._bx = array("f", [0.0] * self.window)
-        self._by = array("f", [0.0] * self.window)
-        self._bz = array("f", [0.0] * self.window)
-        self._acc = [0.0] * 10  # impact post window moments (_add)
+        z = bytes(4 * self.window)  # zeros, without a list of floats twice the ring's size
+        self._bx = array("f", z)
+        self._by = array("f", z)
+        self._bz = array("f", z)
+        # Window moments (_add) in place: no float object per sample. 'd' holds the port's
+        # float exactly (double on CPython and unix, float32 on the ESP32).
+        self._acc = array("d", bytes(80))  # impact post window moments
         # Posture path: a ring of 0.5 s block summaries, long enough to reach
         # lag_s back from the second block of a still run.
         self.n_block = n(BLOCK_S)
@@ -181,14 +181,14 @@ class FallDetector:
         self._cos_low = math.cos(math.radians(p["low_angle_deg"]))
         self._low2 = float(p["low_g"]) ** 2
         self._low_sp = float(p["low_spread_g"])
-        k = self.blocks
-        self._kx = array("f", [0.0] * k)   # block mean vector
-        self._ky = array("f", [0.0] * k)
-        self._kz = array("f", [0.0] * k)
-        self._ks = array("f", [0.0] * k)   # block spread (RMS of the 3 axes)
-        self._kp = array("f", [0.0] * k)   # block peak |a|^2
-        self.buf_bytes += 5 * 4 * k
-        self._bacc = [0.0] * 10  # current block's moments (_add)
+        z = bytes(4 * self.blocks)
+        self._kx = array("f", z)   # block mean vector
+        self._ky = array("f", z)
+        self._kz = array("f", z)
+        self._ks = array("f", z)   # block spread (RMS of the 3 axes)
+        self._kp = array("f", z)   # block peak |a|^2
+        self.buf_bytes += 5 * 4 * self.blocks
+        self._bacc = array("d", bytes(80))  # current block's moments
         self.record = False  # tuning: keep every still run's features (allocates)
         self.reset()
 

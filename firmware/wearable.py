@@ -3,8 +3,13 @@
 # FallDetector (fall_detector.py, its own issue). A fall starts a cancel window
 # (fall_alert.py); the fall, unless cancelled, or the alarm button raises an alarm with
 # acknowledgement (alarm.py). On the charger it is not worn: sensor off, deep sleep.
+#
+# Heap (make bench, heap): fall_alert is imported only when a fall needs it, and the
+# detector (a few KB of rings) is freed before the cancel window and the alarm run, so the
+# sampling loop and the alarm path never hold both.
+import os
+
 import alarm
-import fall_alert
 import lis3dh
 from fall_detector import FallDetector
 
@@ -12,6 +17,21 @@ RATE_HZ = 50  # what the detector is tuned for
 SAMPLE_MS = 1000 // RATE_HZ
 WATERMARK = 24  # wake every 25 samples (0.5 s): below the 32-sample FIFO, with margin
 WAKE = ("button", "charge", "accel_int")
+FALL_MARK = "fall.json"  # fall_alert.MARK_PATH: checked here without importing fall_alert
+
+
+def _fall_alert():
+    import fall_alert
+
+    return fall_alert
+
+
+def _fall_interrupted(dev):
+    try:
+        os.stat(FALL_MARK)
+    except OSError:
+        return None
+    return _fall_alert().interrupted(dev)
 
 
 def run(dev):
@@ -27,7 +47,7 @@ def run(dev):
         acc = None
     pend = alarm.pending(dev)
     if pend is None:
-        pend = fall_alert.interrupted(dev)
+        pend = _fall_interrupted(dev)
     pressed = reason == "pin" and pin == "button"
     charging = board.charging()
     if not pressed and (reason == "power_on" or dev.state.get("chg") != int(charging)):
@@ -73,8 +93,9 @@ def watch(dev, acc):
                     event = det.feed(t, x, y, z)
                     if event is not None and pend is None:
                         board.log("fall: %r" % (event,))
+                        det = event = None  # its heap is the window's and the alarm's now
                         acc.power_down()  # the window is what matters now
-                        pend = fall_alert.after_fall(dev)
+                        pend = _fall_alert().after_fall(dev)
                         cancelled = pend is None
                         break
                 if cancelled:
@@ -91,6 +112,7 @@ def watch(dev, acc):
                 pend = alarm.on_press(dev, alarm.pending(dev))
                 if pend is None:  # a cancel: nothing to follow, go on sampling
                     break
+        det = None  # freed before the alarm run and before the next detector is made
         if pend is not None:
             acc.power_down()  # the alarm is what matters now; sampling resumes after it
             next_ms = alarm.follow(dev, pend)
