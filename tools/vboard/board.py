@@ -115,7 +115,7 @@ class VirtualBoard:
 
     config: dict[str, Any] | None
     mac: str = "C0:FF:EE:00:00:01"
-    battery_mv: int = 3000
+    battery_mv: int = 3900  # a charged LiPo (~70 %); two AA cells read full (curve ends 3.1 V)
     rssi: int = -60
     radio: Radio | None = None
     repeat_ms: int = 1000  # how often an active advert is re-sent into the air
