@@ -202,7 +202,7 @@ class FallDetector:
         self._run = 0     # still blocks in a row, in one posture
         self._ref = (0.0, 0.0, 1.0)  # first block mean of the run
         self._post_ok = False  # the run started after a fall-like transition
-        self._post_feat = None
+        self._post_feat = (0.0, 0.0, 0.0)  # (angle, peak, spread) of the judged transition
         self._ev_n = None  # sample of the last event (refractory)
         self._pk_blk = 0  # blocks from the posture-before block to the peak block
         self.run_cand = None  # tuning (record=True): features of a new still run

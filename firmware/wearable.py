@@ -80,7 +80,7 @@ def watch(dev, acc):
         acc.start(RATE_HZ, 16, WATERMARK)
         t = 0
         pend = None
-        cancelled = False
+        fell = False
         while pend is None:
             left = dev.state["hb_due"] - dev.clock() if "hb_due" in dev.state else 0
             # INT1 may have risen while we were busy (an advert burst): a level already high
@@ -91,15 +91,12 @@ def watch(dev, acc):
                 for x, y, z in acc.read_fifo():
                     t += SAMPLE_MS
                     event = det.feed(t, x, y, z)
-                    if event is not None and pend is None:
+                    if event is not None:
                         board.log("fall: %r" % (event,))
-                        det = event = None  # its heap is the window's and the alarm's now
-                        acc.power_down()  # the window is what matters now
-                        pend = _fall_alert().after_fall(dev)
-                        cancelled = pend is None
+                        fell = True
                         break
-                if cancelled:
-                    break  # cancelled by the resident: sample afresh
+                if fell:
+                    break
             pressed = pin == "button" and board.pin("button")
             if pin == "charge" and board.charging():
                 dev.status(trigger=True)
@@ -112,7 +109,12 @@ def watch(dev, acc):
                 pend = alarm.on_press(dev, alarm.pending(dev))
                 if pend is None:  # a cancel: nothing to follow, go on sampling
                     break
-        det = None  # freed before the alarm run and before the next detector is made
+        det = event = None  # their heap is the cancel window's and the alarm's now
+        if fell:
+            acc.power_down()  # the window is what matters now
+            pend = _fall_alert().after_fall(dev)
+            if pend is None:
+                continue  # cancelled by the resident: sample afresh
         if pend is not None:
             acc.power_down()  # the alarm is what matters now; sampling resumes after it
             next_ms = alarm.follow(dev, pend)
