@@ -37,6 +37,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(PY) -m tools.firmware_types  # firmware against the ESP32 port's stubs (pyright)
 
 # Compile every file that goes onto the device; one MicroPython cannot compile fails the build.
 firmware: setup

@@ -10,12 +10,14 @@ import device
 from protocols import ack, bthome
 
 BURST_MS = device.BURST_MS  # one attempt: fast connectable adverts, listening for the ack
+FAST_INTERVAL_MS = 50  # connectable (ADV_IND): legal down to 20 ms; the hub hears it at once
 RETRY_MS = (5000, 10000, 20000, 40000, 60000)  # pause after each unanswered attempt; last repeats
 RECEIVED_LISTEN_MS = 20000  # after "received", listen this long for "delivered" ...
 RECEIVED_RETRY_MS = 30000  # ... then ask again this often (the hub re-sends its state)
 SLOW_INTERVAL_MS = 500  # advert interval while only waiting for "delivered"
 HELP_SHOW_MS = 10000  # "help is coming" is shown this long before the device sleeps
 SLICE_MS = 200  # how often the ack inbox is checked while the button stays watched
+POLL_MS = 20  # a held button is looked at this often (a release is seen within it)
 LONG_PRESS_MS = 1500
 CANCEL_HOLD_MS = 4000  # default cancel gesture: hold this long ...
 CANCEL_WINDOW_S = 60  # ... within this long after the alarm
@@ -23,14 +25,16 @@ PENDING_PATH = "alarm.json"  # flash: an unacknowledged alarm survives a power l
 
 
 def held_ms(board, pin, limit_ms):
-    """Called on the pressing edge: how long the input stays pressed, up to limit_ms."""
+    """Called on the pressing edge: how long the input stays pressed, up to limit_ms.
+    Measured by polling: a light sleep cannot be woken by the release of a held button (its
+    wake level is the pressed one), so a wait for the release would run its whole timeout."""
     start = board.ticks_ms()
     while board.pin(pin):
-        left = limit_ms - (board.ticks_ms() - start)
-        if left <= 0:
+        held = board.ticks_diff(board.ticks_ms(), start)
+        if held >= limit_ms:
             break
-        board.wait(left, (pin,))
-    return min(limit_ms, board.ticks_ms() - start)
+        board.wait(min(POLL_MS, limit_ms - held), ())
+    return min(limit_ms, board.ticks_diff(board.ticks_ms(), start))
 
 
 def pending(dev):
@@ -131,12 +135,13 @@ def attempt(dev, pend):
     board = dev.board
     adv = bytes.fromhex(pend["adv"])
     fast = pend["ack"] == 0
-    board.advertise(adv, device.BURST_INTERVAL_MS if fast else SLOW_INTERVAL_MS, True)
+    board.advertise(adv, FAST_INTERVAL_MS if fast else SLOW_INTERVAL_MS, True)
     dev.state["hb_due"] = dev.clock() + dev.cfg["heartbeat_s"] * 1000  # an advert is a sign of life
     start = board.ticks_ms()
     limit = BURST_MS if fast else RECEIVED_LISTEN_MS
     try:
-        while pend["ack"] < ack.DELIVERED and board.ticks_ms() - start < limit:
+        while (pend["ack"] < ack.DELIVERED
+               and board.ticks_diff(board.ticks_ms(), start) < limit):
             pin = board.wait(SLICE_MS, ("button",))
             board.watchdog_feed()
             if pin == "button" and board.pin("button"):

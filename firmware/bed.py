@@ -30,7 +30,7 @@ def run(dev):
                 _report(dev, level)
                 continue
         if dev.heartbeat_due():
-            dev.send([(bthome.OCCUPANCY, occ)], trigger=False,
+            dev.send([(bthome.OCCUPANCY, occ)] + device.version_objects(), trigger=False,
                      burst_ms=device.HEARTBEAT_BURST_MS)
         break
     cand = dev.state.get("cand")

@@ -1,21 +1,25 @@
 # The board layer: the one place that touches hardware. Applications only call these
-# methods, so the same application runs on an ESP32 (board_esp32) and on the virtual
-# board (board_sim, real MicroPython in WebAssembly driven by tools/vboard).
+# methods. There is one implementation, board_esp32; the virtual board (tools/vboard) runs it
+# unchanged on a model of the ESP32 port (tests/esp32_fakes) in real MicroPython.
 #
 # Contract every board implements (times in ms, levels 0/1, pins by role name from config):
 #   configure(cfg)                  apply the device config: pin map (name -> GPIO), LED,
 #                                   battery ADC + divider, I2C pins; called once per boot
-#   ticks_ms()                      monotonic ms since boot (survives nothing)
+#   configure_led(gpio)             just the LED (to show a config error)
+#   ticks_ms()                      ms since boot, wrapping at 2**30 (survives nothing):
+#   ticks_diff(a, b) / ticks_add(t, ms)  the only arithmetic allowed on it
 #   clock_ms()                      ms on the RTC clock: keeps counting through deep sleep
 #                                   and watchdog resets, restarts at power loss
 #   wake_reason()                   ("power_on"|"timer"|"pin"|"watchdog", pin_name_or_None)
 #   pin(name)                       current level of a named input
-#   wait(timeout_ms, pins)          light sleep until an edge on one of pins or the timeout;
-#                                   returns the pin name, or None on timeout
+#   wait(timeout_ms, pins)          until an edge on one of pins or the timeout (light sleep
+#                                   where the port allows it); returns the pin name, or None
+#   reset()                         restart the chip (the last resort of main)
 #   deep_sleep(ms, pins)            sleep until timer (ms None = no timer) or an edge on pins;
 #                                   the device reboots after it
 #   battery_mv()                    battery voltage through the divider, in mV
-#   charging()                      True while on the charger (rechargeable devices), else False
+#   charging()                      True while on the charger, charging or charged
+#                                   (rechargeable devices), else False
 #   advertise(adv, interval_ms, connectable=False)
 #                                   start broadcasting adv (bytes); advertise(None) stops.
 #                                   connectable: the hub may connect and write the ack
@@ -23,7 +27,8 @@
 #   receive(timeout_ms)             ack frames the hub wrote for this device since the last
 #                                   call, waiting up to timeout_ms for the first: list of bytes
 #   scan(duration_ms)               hub adverts heard: list of (mac bytes, service data bytes)
-#   indicate(pattern)               LED/buzzer pattern name (see INDICATIONS)
+#   indicate(pattern)               LED/buzzer pattern name (see INDICATIONS); deep_sleep
+#                                   keeps it visible for its stated time first
 #   rtc_load() / rtc_save(bytes)    memory that survives deep sleep, not power loss
 #                                   (files on the flash filesystem survive power loss)
 #   mac()                           6-byte BLE address in display order
@@ -31,8 +36,6 @@
 #   watchdog(timeout_ms)            start the hardware watchdog (cannot be stopped; deep
 #                                   sleep ends it); watchdog_feed() keeps it quiet
 #   i2c()                           I2C bus (machine.I2C-like: readfrom_mem, writeto_mem)
-#   sleep_ms(ms)                    busy sleep (time.sleep_ms): stays awake, inputs keep their
-#                                   level, for polling where light sleep would not do
 #   log(msg)
 
 INDICATIONS = ("off", "sending", "received", "help_coming", "not_received", "cancelled",
@@ -41,12 +44,6 @@ INDICATIONS = ("off", "sending", "received", "help_coming", "not_received", "can
 
 
 def get_board():
-    try:
-        import machine  # noqa: F401  (only the real port has it)
-    except ImportError:
-        import board_sim
-
-        return board_sim.SimBoard()
     import board_esp32
 
     return board_esp32.Esp32Board()

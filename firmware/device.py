@@ -11,15 +11,28 @@ CONFIG_PATH = "config.json"
 # wiring docs and the firmware read one source.
 PINMAP_PATH = "pinmap.json"
 HEARTBEAT_S = 600  # default: the hub reports a silent device after 3 missed (30 min)
-HEARTBEAT_BURST_MS = 300  # a heartbeat may be missed now and then; an event may not
-EVENT_BURST_MS = 1000  # door/motion/bed state changes: 20 adverts, no ack (not alarms)
+HEARTBEAT_BURST_MS = 500  # 5 adverts; a heartbeat may be missed now and then, an event not
+EVENT_BURST_MS = 1000  # door/motion/bed state changes: 10 adverts, no ack (not alarms)
 LOW_BATTERY_PCT = 20
+# Firmware version sent in heartbeats (BTHome 0xF2: major << 16 | minor << 8 | patch).
+VERSION = (0, 2, 0)
 WATCHDOG_MS = 20000
 
 # Advert burst after an event: long enough that a scanner hears it, short enough that a
 # plain BTHome receiver's 4 s packet-id window still treats repeats as one event.
 BURST_MS = 3000
-BURST_INTERVAL_MS = 50
+# Non-connectable scannable adverts (ADV_SCAN_IND): 100 ms is the least Bluetooth 4.2
+# allows, and NimBLE rejects less. Connectable adverts (ADV_IND, the alarms) may go to 20 ms.
+BURST_INTERVAL_MS = 100
+
+# GPIOs of the ESP32 (WROOM-32E): 20, 24 and 28-31 do not exist, 6-11 run the SPI flash,
+# 34-39 are inputs only (no output driver, no pulls); deep-sleep wake needs an RTC GPIO and
+# the battery an ADC1 channel (ADC2 belongs to the radio).
+GPIOS = tuple(n for n in range(40) if n not in (6, 7, 8, 9, 10, 11, 20, 24, 28, 29, 30, 31))
+INPUT_ONLY = (34, 35, 36, 37, 38, 39)
+RTC_GPIOS = (0, 2, 4, 12, 13, 14, 15, 25, 26, 27, 32, 33, 34, 35, 36, 37, 38, 39)
+ADC1_GPIOS = (32, 33, 34, 35, 36, 37, 38, 39)
+DEFAULT_LED = 2
 
 
 class ConfigError(Exception):
@@ -86,18 +99,59 @@ def apply_defaults(cfg, pinmap_path=PINMAP_PATH):
         raise ConfigError("config pins must be an object of name: GPIO")
     pins = dict(spec["pins"])
     pins.update(given)
-    for name, gpio in pins.items():
-        if not isinstance(gpio, int) or not 0 <= gpio <= 39:
-            raise ConfigError("pin %s: %r is not a GPIO number 0..39" % (name, gpio))
     cfg["pins"] = pins
     for k in ("chemistry", "divider", "i2c", "wake", "outputs", "active_low"):
         if k in spec:
             cfg.setdefault(k, spec[k])
+    check_pins(cfg)
     if cfg.get("chemistry") not in ("alkaline_2aa", "lipo"):
         raise ConfigError("chemistry %r is not alkaline_2aa or lipo" % cfg.get("chemistry"))
     hb = cfg.setdefault("heartbeat_s", HEARTBEAT_S)
     if not isinstance(hb, int) or not 60 <= hb <= 86400:
         raise ConfigError("heartbeat_s %r is not an integer 60..86400" % (hb,))
+
+
+def check_pins(cfg):
+    """Each pin is one the chip has and can use for its job."""
+    pins = cfg["pins"]
+    used = {}
+    for name, gpio in pins.items():
+        if not isinstance(gpio, int) or isinstance(gpio, bool) or gpio not in GPIOS:
+            raise ConfigError("pin %s: %r is not a usable ESP32 GPIO (0-39 without 6-11, "
+                              "20, 24, 28-31)" % (name, gpio))
+        if gpio in used:
+            raise ConfigError("pin %s: GPIO %d is already %s" % (name, gpio, used[gpio]))
+        used[gpio] = name
+    for name in cfg.get("outputs", ()):
+        if pins.get(name) in INPUT_ONLY:
+            raise ConfigError("pin %s: GPIO %d is input only" % (name, pins[name]))
+    for name in cfg.get("wake", ()):
+        if name in pins and pins[name] not in RTC_GPIOS:
+            raise ConfigError("pin %s: GPIO %d cannot wake from deep sleep (not an RTC "
+                              "GPIO)" % (name, pins[name]))
+    if "battery" in pins and pins["battery"] not in ADC1_GPIOS:
+        raise ConfigError("pin battery: GPIO %d is not an ADC1 input (32-39)"
+                          % pins["battery"])
+
+
+def default_led(pinmap_path=PINMAP_PATH):
+    """The LED's GPIO, from the pin map if it can be read (to show a config error)."""
+    try:
+        with open(pinmap_path) as f:
+            roles = json.load(f)["roles"]
+        for name in sorted(roles):
+            led = roles[name]["pins"].get("led")
+            if led in GPIOS and led not in INPUT_ONLY:
+                return led
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        pass
+    return DEFAULT_LED
+
+
+def version_objects():
+    """What every heartbeat carries besides the battery: the firmware version."""
+    major, minor, patch = VERSION
+    return [(bthome.FIRMWARE_VERSION, major << 16 | minor << 8 | patch)]
 
 
 def battery_percent(mv, chemistry="alkaline_2aa"):
@@ -216,7 +270,7 @@ class Device:
         """A short advert with no event (battery, charging): at power-on, on the charger
         edge, as heartbeat. Returns True if a watched input went high meanwhile."""
         self.state["chg"] = 1 if self.board.charging() else 0
-        self.send([], trigger=trigger, burst_ms=HEARTBEAT_BURST_MS, watch=watch)
+        self.send(version_objects(), trigger=trigger, burst_ms=HEARTBEAT_BURST_MS, watch=watch)
         return any(self.board.pin(p) for p in self.changed)
 
     def send(self, objects, trigger=True, burst_ms=BURST_MS, watch=()):
@@ -226,11 +280,12 @@ class Device:
         # Every advert proves the device alive: the next heartbeat is one interval away.
         self.state["hb_due"] = self.clock() + self.cfg["heartbeat_s"] * 1000
         self.save_state()
-        self.board.advertise(adv, BURST_INTERVAL_MS)
+        board = self.board
+        board.advertise(adv, BURST_INTERVAL_MS)
         self.changed = []
-        end = self.board.ticks_ms() + burst_ms
+        end = board.ticks_add(board.ticks_ms(), burst_ms)
         while True:
-            left = end - self.board.ticks_ms()
+            left = board.ticks_diff(end, board.ticks_ms())
             if left <= 0:
                 break
             pin = self.board.wait(left, watch)

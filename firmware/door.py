@@ -21,7 +21,7 @@ def run(dev):
             # Only now: a reset during the burst (watchdog) makes the next boot send it again.
             dev.state["door"] = level
         elif dev.heartbeat_due():
-            dev.send([(bthome.DOOR, level)], trigger=False,
+            dev.send([(bthome.DOOR, level)] + device.version_objects(), trigger=False,
                      burst_ms=device.HEARTBEAT_BURST_MS, watch=WAKE)
         else:
             break

@@ -3,9 +3,9 @@
 # resident" report (protocols/BTHOME.md), never silence. No hold: the fall alarm goes out with
 # acknowledgement (alarm.py). A short press in the window sends the alarm at once.
 #
-# Board rules this follows (../shared/notes/esp32_port.md): no light sleep here (an input armed
-# for wake reads 0 until re-created, and the LED timer does not run in light sleep), so the
-# button is polled with short busy sleeps and the hold is timed with ticks_diff. A reset inside
+# Board rules this follows (../shared/notes/esp32_port.md): the LED/buzzer pattern blinks
+# through the window, so board.wait() polls instead of light-sleeping, and a hold is measured
+# by polling (alarm.held_ms), never by waiting for the release edge. A reset inside
 # the window must not lose the fall: a flash mark is written first, and a boot that finds it
 # raises the alarm at once.
 import os
@@ -13,12 +13,6 @@ import os
 import alarm
 
 from protocols import bthome
-
-try:
-    from time import ticks_diff
-except ImportError:  # CPython (tests): ticks do not wrap
-    def ticks_diff(a, b):
-        return a - b
 
 CANCEL_WINDOW_S = 30  # beeping, cancellable; the alarm leaves after it
 MAX_WINDOW_S = 120  # a config asking for longer is a mistake: the default is used instead
@@ -51,18 +45,6 @@ def interrupted(dev):
     return pend
 
 
-def held_ms(board, limit_ms):
-    """Called while the button is down: how long it stays down, up to limit_ms."""
-    start = board.ticks_ms()
-    while board.pin("button"):
-        d = ticks_diff(board.ticks_ms(), start)
-        if d >= limit_ms:
-            return d
-        board.watchdog_feed()
-        board.sleep_ms(POLL_MS)
-    return ticks_diff(board.ticks_ms(), start)
-
-
 def after_fall(dev):
     """Run the cancel window. Returns the alarm to follow, or None when the resident
     cancelled (the cancelled fall has been reported)."""
@@ -76,21 +58,21 @@ def after_fall(dev):
     hold = dev.cfg.get("cancel_hold_ms", alarm.CANCEL_HOLD_MS)  # the one cancel gesture
     start = board.ticks_ms()
     last_beep = None
-    while ticks_diff(board.ticks_ms(), start) < window:
+    while board.ticks_diff(board.ticks_ms(), start) < window:
         now = board.ticks_ms()
-        if last_beep is None or ticks_diff(now, last_beep) >= BEEP_EVERY_MS:
+        if last_beep is None or board.ticks_diff(now, last_beep) >= BEEP_EVERY_MS:
             board.indicate("fall_check")  # LED blinks, the buzzer chirps
             last_beep = now
         board.watchdog_feed()
         if board.pin("button"):
-            if held_ms(board, hold) >= hold:
+            if alarm.held_ms(board, "button", hold) >= hold:
                 _unmark()
                 board.log("fall: cancelled by the resident")
                 board.indicate("cancelled")
                 dev.send(list(bthome.FALL_CANCELLED), watch=("button",))
                 return None
             break  # a short press: help now, no need to wait
-        board.sleep_ms(POLL_MS)
+        board.wait(POLL_MS, ("button",))  # returns at once on a press
     pend = alarm.start(dev, [(bthome.FALL, 1)])
     _unmark()
     return pend

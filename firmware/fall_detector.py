@@ -30,17 +30,12 @@ for the design, the measurements and the limits).
 """
 
 import math
+from array import array
 
 try:
     from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    from array import array
-except ImportError:  # pragma: no cover - every MicroPython port has array
-    array = None
+except ImportError:  # CPython: const() is the identity
+    const = int
 
 _IDLE = const(0)
 _ACTIVE = const(1)
@@ -133,42 +128,48 @@ class FallDetector:
     # pendant, README axes): standing reads about (0, -1, 0) g. Only used by
     # the optional upright check (upright_deg < 180).
     UP_AXIS = (0.0, -1.0, 0.0)
+    record = False  # tuning: keep every still run's features (allocates); set per instance
 
     def __init__(self, rate_hz=50, **params):
-        p = dict(DEFAULTS)
-        for k in params:
-            if k not in p:
-                raise ValueError("unknown parameter " + k)
-            p[k] = params[k]
+        p = DEFAULTS  # shared, read only: a copy only when a parameter is overridden
+        if params:
+            p = dict(DEFAULTS)
+            for k in params:
+                if k not in p:
+                    raise ValueError("unknown parameter " + k)
+                p[k] = params[k]
         self.params = p
         self.rate_hz = rate_hz
         self._imp2 = float(p["impact_g"]) ** 2
-        self._cos_min = math.cos(math.radians(p["angle_deg"]))
-        self._still = float(p["still_g"])
-        self._hard2 = float(p["hard_g"]) ** 2
-        self._cos_hard = math.cos(math.radians(p["hard_angle_deg"]))
-        self._cos_up = math.cos(math.radians(p["upright_deg"]))
+        # Thresholds read once per decision are kept in tuples: every instance attribute
+        # is a slot in one hash table, and past 47 of them it is a 944-byte block.
+        self._thr = (float(p["still_g"]), math.cos(math.radians(p["upright_deg"])),
+                     math.cos(math.radians(p["angle_deg"])), float(p["hard_g"]) ** 2,
+                     math.cos(math.radians(p["hard_angle_deg"])))
 
         def n(s):
             return max(1, int(s * rate_hz + 0.5))
 
-        self.n_pre_from = n(p["pre_from_s"])
-        self.n_pre_to = n(p["pre_to_s"])
-        self.n_ff = n(p["ff_s"])
+        pre_from = n(p["pre_from_s"])
+        pre_to = n(p["pre_to_s"])
+        n_ff = n(p["ff_s"])
+        self._pre_w = (pre_to, pre_from, n_ff)
         self.n_post_from = n(p["post_from_s"])
         self.n_post_to = n(p["post_to_s"])
         self.n_max_ep = n(p["max_episode_s"])
-        if not (self.n_pre_from > self.n_pre_to and
+        if not (pre_from > pre_to and
                 self.n_post_to > self.n_post_from):
             raise ValueError("inconsistent windows")
         # The ring only has to reach back to the start of the pre window; the
         # post window is summarised on the fly.
-        self.window = max(self.n_pre_from, self.n_ff)
-        self.buf_bytes = 3 * 4 * self.window
-        self._bx = array("f", [0.0] * self.window)
-        self._by = array("f", [0.0] * self.window)
-        self._bz = array("f", [0.0] * self.window)
-        self._acc = [0.0] * 10  # impact post window moments (_add)
+        self.window = max(pre_from, n_ff)
+        z = bytes(4 * self.window)  # zeros, without a list of floats twice the ring's size
+        self._bx = array("f", z)
+        self._by = array("f", z)
+        self._bz = array("f", z)
+        # Window moments (_add) in place: no float object per sample. 'd' holds the port's
+        # float exactly (double on CPython and unix, float32 on the ESP32).
+        self._acc = array("d", bytes(80))  # impact post window moments
         # Posture path: a ring of 0.5 s block summaries, long enough to reach
         # lag_s back from the second block of a still run.
         self.n_block = n(BLOCK_S)
@@ -178,19 +179,21 @@ class FallDetector:
         self.blocks = self.n_lag + 2
         self._still_blk = float(p["post_still_g"])
         self._cos_drift = math.cos(math.radians(p["post_drift_deg"]))
-        self._cos_low = math.cos(math.radians(p["low_angle_deg"]))
-        self._low2 = float(p["low_g"]) ** 2
-        self._low_sp = float(p["low_spread_g"])
-        k = self.blocks
-        self._kx = array("f", [0.0] * k)   # block mean vector
-        self._ky = array("f", [0.0] * k)
-        self._kz = array("f", [0.0] * k)
-        self._ks = array("f", [0.0] * k)   # block spread (RMS of the 3 axes)
-        self._kp = array("f", [0.0] * k)   # block peak |a|^2
-        self.buf_bytes += 5 * 4 * k
-        self._bacc = [0.0] * 10  # current block's moments (_add)
-        self.record = False  # tuning: keep every still run's features (allocates)
+        self._low_thr = (math.cos(math.radians(p["low_angle_deg"])), float(p["low_g"]) ** 2,
+                         float(p["low_spread_g"]))
+        z = bytes(4 * self.blocks)
+        self._kx = array("f", z)   # block mean vector
+        self._ky = array("f", z)
+        self._kz = array("f", z)
+        self._ks = array("f", z)   # block spread (RMS of the 3 axes)
+        self._kp = array("f", z)   # block peak |a|^2
+        self._bacc = array("d", bytes(80))  # current block's moments
         self.reset()
+
+    @property
+    def buf_bytes(self):
+        """RAM of the rings: 3 float32 per sample, 5 per block summary."""
+        return 3 * 4 * self.window + 5 * 4 * self.blocks
 
     def reset(self):
         self._n = 0       # samples seen
@@ -202,7 +205,7 @@ class FallDetector:
         self._run = 0     # still blocks in a row, in one posture
         self._ref = (0.0, 0.0, 1.0)  # first block mean of the run
         self._post_ok = False  # the run started after a fall-like transition
-        self._post_feat = None
+        self._post_feat = (0.0, 0.0, 0.0)  # (angle, peak, spread) of the judged transition
         self._ev_n = None  # sample of the last event (refractory)
         self._pk_blk = 0  # blocks from the posture-before block to the peak block
         self.run_cand = None  # tuning (record=True): features of a new still run
@@ -219,6 +222,7 @@ class FallDetector:
         """New episode at the current sample: summarise the ring (the samples
         before it) into the pre-episode orientation and free-fall minimum."""
         w = self.window
+        pre_to, pre_from, n_ff = self._pre_w
         sx = sy = sz = 0.0
         cnt = 0
         min2 = m2
@@ -227,12 +231,12 @@ class FallDetector:
             x = self._bx[i]
             y = self._by[i]
             z = self._bz[i]
-            if self.n_pre_to <= k <= self.n_pre_from:
+            if pre_to <= k <= pre_from:
                 sx += x
                 sy += y
                 sz += z
                 cnt += 1
-            if k <= self.n_ff:
+            if k <= n_ff:
                 q = x * x + y * y + z * z
                 if q < min2:
                     min2 = q
@@ -269,9 +273,10 @@ class FallDetector:
         tilt = math.degrees(math.acos(cosup))
         self.last = (self._peak_ms, peak, angle, spread, ff, t_ms, tilt)
         self._state = _IDLE
-        if spread <= self._still and cosup >= self._cos_up and (
-                cosang <= self._cos_min or
-                (self._peak2 >= self._hard2 and cosang <= self._cos_hard)):
+        still, cos_up, cos_min, hard2, cos_hard = self._thr
+        if spread <= still and cosup >= cos_up and (
+                cosang <= cos_min or
+                (self._peak2 >= hard2 and cosang <= cos_hard)):
             return FallEvent(self._peak_ms, peak, t_ms, angle, spread, ff)
         return None
 
@@ -322,6 +327,7 @@ class FallDetector:
         ok = False
         best = None
         feats = [] if self.record else None
+        cos_low, low2, low_sp = self._low_thr
         self._pk_blk = 0
         for lag in range(1, min(self.n_lag, self._nb - 2) + 1):
             b = (i - 1 - lag) % k
@@ -337,8 +343,8 @@ class FallDetector:
             cs = (px * qx + py * qy + pz * qz) / den if den > 0.0 else 1.0
             if feats is not None:
                 feats.append((cs, pk2, tsp))
-            if (not ok and cs <= self._cos_low and pk2 >= self._low2 and
-                    tsp >= self._low_sp):
+            if (not ok and cs <= cos_low and pk2 >= low2 and
+                    tsp >= low_sp):
                 ok = True
                 best = (cs, pk2, tsp, self._pk_blk)
         if feats is not None:

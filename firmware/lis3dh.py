@@ -4,7 +4,7 @@
 # Registers: ST DocID17530 (LIS3DH datasheet) section 8; FIFO: section 3.2; sensitivity
 # (mg/digit): Table 4. Current at 50 Hz in normal/high-resolution mode: 11 uA (Table 12).
 try:
-    from micropython import const
+    from micropython import const  # pyright: ignore[reportAssignmentType]
 except ImportError:  # CPython (tools/battery_model.py reads the constants)
 
     def const(x):

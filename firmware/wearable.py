@@ -3,8 +3,13 @@
 # FallDetector (fall_detector.py, its own issue). A fall starts a cancel window
 # (fall_alert.py); the fall, unless cancelled, or the alarm button raises an alarm with
 # acknowledgement (alarm.py). On the charger it is not worn: sensor off, deep sleep.
+#
+# Heap (make bench, heap): fall_alert is imported only when a fall needs it, and the
+# detector (a few KB of rings) is freed before the cancel window and the alarm run, so the
+# sampling loop and the alarm path never hold both.
+import os
+
 import alarm
-import fall_alert
 import lis3dh
 from fall_detector import FallDetector
 
@@ -12,6 +17,21 @@ RATE_HZ = 50  # what the detector is tuned for
 SAMPLE_MS = 1000 // RATE_HZ
 WATERMARK = 24  # wake every 25 samples (0.5 s): below the 32-sample FIFO, with margin
 WAKE = ("button", "charge", "accel_int")
+FALL_MARK = "fall.json"  # fall_alert.MARK_PATH: checked here without importing fall_alert
+
+
+def _fall_alert():
+    import fall_alert
+
+    return fall_alert
+
+
+def _fall_interrupted(dev):
+    try:
+        os.stat(FALL_MARK)
+    except OSError:
+        return None
+    return _fall_alert().interrupted(dev)
 
 
 def run(dev):
@@ -27,7 +47,7 @@ def run(dev):
         acc = None
     pend = alarm.pending(dev)
     if pend is None:
-        pend = fall_alert.interrupted(dev)
+        pend = _fall_interrupted(dev)
     pressed = reason == "pin" and pin == "button"
     charging = board.charging()
     if not pressed and (reason == "power_on" or dev.state.get("chg") != int(charging)):
@@ -60,7 +80,7 @@ def watch(dev, acc):
         acc.start(RATE_HZ, 16, WATERMARK)
         t = 0
         pend = None
-        cancelled = False
+        fell = False
         while pend is None:
             left = dev.state["hb_due"] - dev.clock() if "hb_due" in dev.state else 0
             # INT1 may have risen while we were busy (an advert burst): a level already high
@@ -71,14 +91,12 @@ def watch(dev, acc):
                 for x, y, z in acc.read_fifo():
                     t += SAMPLE_MS
                     event = det.feed(t, x, y, z)
-                    if event is not None and pend is None:
+                    if event is not None:
                         board.log("fall: %r" % (event,))
-                        acc.power_down()  # the window is what matters now
-                        pend = fall_alert.after_fall(dev)
-                        cancelled = pend is None
+                        fell = True
                         break
-                if cancelled:
-                    break  # cancelled by the resident: sample afresh
+                if fell:
+                    break
             pressed = pin == "button" and board.pin("button")
             if pin == "charge" and board.charging():
                 dev.status(trigger=True)
@@ -91,6 +109,12 @@ def watch(dev, acc):
                 pend = alarm.on_press(dev, alarm.pending(dev))
                 if pend is None:  # a cancel: nothing to follow, go on sampling
                     break
+        det = event = None  # their heap is the cancel window's and the alarm's now
+        if fell:
+            acc.power_down()  # the window is what matters now
+            pend = _fall_alert().after_fall(dev)
+            if pend is None:
+                continue  # cancelled by the resident: sample afresh
         if pend is not None:
             acc.power_down()  # the alarm is what matters now; sampling resumes after it
             next_ms = alarm.follow(dev, pend)

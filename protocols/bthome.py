@@ -44,7 +44,8 @@ VIBRATION = const(0x2C)
 WINDOW = const(0x2D)
 BUTTON = const(0x3A)
 DEVICE_TYPE = const(0xF0)
-FIRMWARE_VERSION = const(0xF2)
+FIRMWARE_VERSION_32 = const(0xF1)  # uint32: major.minor.patch.build
+FIRMWARE_VERSION = const(0xF2)  # uint24: major.minor.patch (what our devices send)
 
 # Button event values (object 0x3A).
 BUTTON_NONE = const(0x00)
@@ -108,6 +109,7 @@ OBJECTS = {
     WINDOW: ("window", 1, False),
     BUTTON: ("button", 1, False),
     DEVICE_TYPE: ("device_type", 2, False),
+    FIRMWARE_VERSION_32: ("firmware_version", 4, False),
     FIRMWARE_VERSION: ("firmware_version", 3, False),
 }
 
@@ -132,10 +134,12 @@ class EncodeError(ValueError):
 
 def encode_objects(objects):
     """objects: iterable of (object_id, int value). Returns the object bytes in ascending id
-    order (the format requires it; the sort is stable so repeated ids keep their order)."""
-    items = sorted(objects, key=lambda o: o[0])
+    order (the format requires it); repeated ids keep their order. MicroPython's sort is not
+    stable, so the position is part of the key."""
+    objects = list(objects)
+    order = sorted(range(len(objects)), key=lambda i: (objects[i][0], i))
     out = bytearray()
-    for oid, value in items:
+    for oid, value in (objects[i] for i in order):
         spec = OBJECTS.get(oid)
         if spec is None:
             raise EncodeError("unknown object id 0x%02x" % oid)

@@ -1,110 +1,156 @@
-"""firmware/board_esp32.py in real MicroPython, on stand-ins for the ESP32's machine, esp32
-and bluetooth modules (tests/esp32_fakes: what this machine lacks, with the port's names and
-signatures). Checks what can be checked without a board: the wake-source setup for each kind
-of input, wake reasons, RTC memory, polarity, the ack characteristic, the watchdog."""
+"""firmware/board_esp32.py in real MicroPython on the port model (tests/esp32_fakes under
+the virtual board): what the board layer does with wake sources, pins, the radio and the
+charger, driven from outside at exact instants. Each test names the defect it guards."""
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
 from pathlib import Path
 
-from protocols import ack
 from tests.conftest import requires_node
+from tools.vboard import VirtualBoard
 
 ROOT = Path(__file__).resolve().parents[1]
+# Another firmware tree to run the same tests on (to see a test fail on the old code).
+FIRMWARE = Path(os.environ.get("TRYGGHEIM_FIRMWARE_DIR", ROOT / "firmware"))
 pytestmark = requires_node
 
-SCRIPT = r'''
-import machine, esp32, bluetooth
-import board_esp32
-
-door = {"pins": {"door": 27, "led": 2, "battery": 35}, "outputs": ["led"], "active_low": []}
+PRELUDE = """
+import json, time, machine
+import board_esp32, device
+cfg = device.load_config()
 b = board_esp32.Esp32Board()
-b.configure(door)
-assert ("freq", 80000000) in machine.calls
-assert b.wake_reason() == ("power_on", None)
-assert b.battery_mv() == 3000  # 1.5 V at the pin, divider 2
-# Door closed (0): ext0 wakes on the next edge up; the level is remembered in RTC memory.
-b.rtc_save(b'{"door": 0}')
-machine.calls.clear()
-b.deep_sleep(5000, ("door",))
-assert ("ext0", 27, esp32.WAKEUP_ANY_HIGH) in machine.calls, machine.calls
-assert ("ext1", None, esp32.WAKEUP_ANY_HIGH) in machine.calls
-assert machine.calls[-1] == ("deepsleep", 5000)
-# Reboot: door opened (ext0), the app still sees only its own state in RTC memory.
-machine.levels[27] = 1
-machine.state["wake"] = machine.EXT0_WAKE
-machine.state["reset"] = machine.DEEPSLEEP_RESET
-b = board_esp32.Esp32Board()
-b.configure(door)
-assert b.rtc_load() == b'{"door": 0}', b.rtc_load()
-assert b.wake_reason() == ("pin", "door")
-# Door open (1): now ext0 must wake on the way down.
-machine.calls.clear()
-b.deep_sleep(0, ("door",))
-assert ("ext0", 27, esp32.WAKEUP_ALL_LOW) in machine.calls
-assert machine.calls[-1] == ("deepsleep", 1)  # 0 ms would mean "forever" to the port
-b.deep_sleep(None, ())
-assert ("ext0", None, esp32.WAKEUP_ANY_HIGH) in machine.calls  # nothing left armed
-assert machine.calls[-1] == ("deepsleep", 0)
-
-# Pendant: the charger's CHRG is active low; the button is on ext1, the charger on ext0.
-pend = {"pins": {"button": 27, "charge": 26, "led": 2, "buzzer": 25, "battery": 35},
-        "outputs": ["led", "buzzer"], "active_low": ["charge"]}
-machine.state["wake"] = 0
-machine.state["reset"] = machine.PWRON_RESET
-machine.levels.clear()
-machine.levels[26] = 1
-b = board_esp32.Esp32Board()
-b.configure(pend)
-assert not b.charging() and b.pin("charge") == 0
-machine.levels[26] = 0
-assert b.charging() and b.pin("charge") == 1
-machine.calls.clear()
-b.deep_sleep(1000, ("button", "charge"))
-assert ("ext0", 26, esp32.WAKEUP_ANY_HIGH) in machine.calls, machine.calls
-assert ("ext1", [27], esp32.WAKEUP_ANY_HIGH) in machine.calls
-# A tap shorter than the boot: the button is up again when the firmware looks.
-machine.state["wake"] = machine.EXT1_WAKE
-machine.state["reset"] = machine.DEEPSLEEP_RESET
-b = board_esp32.Esp32Board()
-b.configure(pend)
-assert b.wake_reason() == ("pin", "button")
-machine.state["wake"] = machine.EXT0_WAKE
-assert b.wake_reason() == ("pin", "charge")
-machine.levels[27] = 1  # button held while going to sleep: not armed (it would wake at once)
-machine.calls.clear()
-b.deep_sleep(1000, ("button", "charge"))
-assert ("ext1", None, esp32.WAKEUP_ANY_HIGH) in machine.calls
-
-# The ack characteristic: written by the hub while advertising connectable.
-machine.calls.clear()
-b.advertise(b"\x02\x01\x06", 50, True)
-assert ("adv", 50000, True) in machine.calls
-bluetooth.written[42] = b"\x01ack"
-b._irq(3, (0, 42))
-assert b.receive(0) == [b"\x01ack"] and b.receive(0) == []
-b.indicate("received")
-assert ("pwm", 25, 2700) in machine.calls  # the buzzer chirps
-b.watchdog(20000)
-assert ("wdt", 20000) in machine.calls
-machine.state["reset"] = machine.WDT_RESET
-assert board_esp32.Esp32Board().wake_reason() == ("watchdog", None)
-print("OK")
-'''
+b.configure(cfg)
+"""
 
 
-def test_board_esp32_on_micropython(tmp_path: Path) -> None:
-    for f in (ROOT / "tests" / "esp32_fakes").glob("*.py"):
-        shutil.copy(f, tmp_path / f.name)
-    shutil.copy(ROOT / "firmware" / "board_esp32.py", tmp_path / "board_esp32.py")
-    # The board layer only needs the ack UUIDs from protocols/: the real values.
-    (tmp_path / "protocols.py").write_text(
-        f"class ack:\n    SERVICE_UUID = {ack.SERVICE_UUID!r}\n"
-        f"    CHAR_UUID = {ack.CHAR_UUID!r}\n")
-    script = tmp_path / "script.py"
-    script.write_text(SCRIPT)
-    r = subprocess.run(["node", str(ROOT / "tests" / "mp_run.mjs"), str(tmp_path), str(script)],
-                       capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+def board_script(tmp_path: Path, role: str, script: str, **kw: object) -> VirtualBoard:
+    fw = tmp_path / "fw"
+    fw.mkdir()
+    for f in FIRMWARE.glob("*.py"):
+        shutil.copy(f, fw / f.name)
+    (fw / "main.py").write_text(PRELUDE + script + "\nprint('DONE')\n")
+    return VirtualBoard({"id": "x", "role": role}, firmware_dir=fw, **kw)  # type: ignore[arg-type]
+
+
+def run(b: VirtualBoard, ms: int = 60_000) -> list[str]:
+    try:
+        b.start()
+        b.advance(ms)
+    finally:
+        b.stop()
+    return b.log
+
+
+def test_deep_sleep_without_a_timer_waits_for_the_input(tmp_path: Path) -> None:
+    # Defect 11: deep_sleep(None) was machine.deepsleep(0), which wakes at once.
+    b = board_script(tmp_path, "door", """
+if b.wake_reason()[0] == "power_on":
+    b.deep_sleep(None, ("door",))
+print("woke", b.wake_reason(), b.pin("door"))
+""")
+    b.schedule(40_000, "door", 1)
+    log = run(b)
+    assert [t for t, _ in b.boots] == [0, 40_000]
+    assert "woke ('pin', 'door') 1" in log
+
+
+def test_inputs_get_pull_none_explicitly(tmp_path: Path) -> None:
+    # Defect 11: without pull=None a pad keeps the pull it has at reset (it leaks).
+    b = board_script(tmp_path, "wearable", "")
+    assert "DONE" in run(b, 1000)
+    inputs = [b.pin_map[n] for n in ("button", "charge", "accel_int")]
+    assert all(b.pulls[n] is None for n in inputs), b.pulls
+
+
+def test_on_the_charger_is_the_charger_input(tmp_path: Path) -> None:
+    # Defect 5: the TP4056 CHRG output is released when charging ends, so a charged device
+    # on the cradle read as off it. The "charge" input now senses the charger's 5 V.
+    b = board_script(tmp_path, "pendant", """
+print("off", b.charging())
+time.sleep_ms(1000)
+print("on", b.charging())
+""")
+    b.schedule(500, "charge", 1)  # on the cradle (charging or charged: the same input)
+    log = run(b, 1800)
+    assert "off False" in log and "on True" in log
+    assert b.pin_map["charge"] == 26
+
+
+def test_wait_with_the_radio_on_polls_and_sees_the_edge(tmp_path: Path) -> None:
+    # Defect 2: light sleep with the BLE controller on is an error on the port.
+    b = board_script(tmp_path, "pendant", """
+b.advertise(b"\\x02\\x01\\x06", 100)
+t = time.ticks_ms()
+print("edge", b.wait(5000, ("button",)), time.ticks_diff(time.ticks_ms(), t))
+b.advertise(None)
+""")
+    b.schedule(1234, "button", 1)
+    log = run(b)
+    assert any(line.startswith("edge button 12") for line in log), log
+    assert b.usage.light_ms == 0
+
+
+def test_after_an_armed_light_sleep_the_inputs_read_true_levels(tmp_path: Path) -> None:
+    # Defect 3: armed pads read 0 until the Pin is constructed again.
+    b = board_script(tmp_path, "wearable", """
+print("woke", b.wait(10000, ("button", "charge", "accel_int")))
+print("button", b.pin("button"), "charging", b.charging())
+""")
+    b.schedule(3000, "button", 1)
+    log = run(b)
+    assert b.usage.light_wakes >= 1  # it did light-sleep
+    assert "woke button" in log and "button 1 charging False" in log
+
+
+def test_a_held_button_is_not_left_armed_for_deep_sleep(tmp_path: Path) -> None:
+    # Defect 4: wake_on_ext1(pins=None) keeps the old mask; a held (stuck) button left
+    # armed wakes the device at once, over and over.
+    b = board_script(tmp_path, "pendant", """
+if b.wake_reason()[0] == "power_on":
+    b.wait(1000, ("button", "charge"))  # arms the button on ext1 (it is up)
+    while not b.pin("button"):
+        time.sleep_ms(10)
+    b.deep_sleep(60000, ("charge",))  # stuck button: sleep without it
+print("woke", b.wake_reason())
+""")
+    b.schedule(2000, "button", 1)  # pressed and stuck
+    run(b, 30_000)
+    assert len(b.boots) == 1  # still asleep: the button is not armed any more
+
+
+def test_advertising_resumes_after_the_central_disconnects(tmp_path: Path) -> None:
+    # Defect 9: NimBLE stops advertising when a central connects.
+    b = board_script(tmp_path, "pendant", """
+b.advertise(b"\\x02\\x01\\x06\\x03\\x16\\xd2\\xfc", 50, True)
+print("frames", b.receive(3000))
+print("frames", b.receive(3000))
+b.advertise(None)
+""")
+    b.hub_write(b"\x01first", at_ms=500)
+    b.hub_write(b"\x01second", at_ms=2000)  # needs the device advertising again
+    log = run(b)
+    assert "frames [b'\\x01first']" in log and "frames [b'\\x01second']" in log, log
+
+
+def test_wake_reasons_and_rtc_memory(tmp_path: Path) -> None:
+    b = board_script(tmp_path, "pendant", """
+r = b.wake_reason()
+print("reason", r, b.rtc_load())
+if r[0] == "power_on":
+    b.rtc_save(b'{"n": 1}')
+    b.deep_sleep(5000, ("button", "charge"))
+if r[0] == "timer":
+    b.deep_sleep(None, ("button", "charge"))
+if r == ("pin", "button"):
+    b.deep_sleep(None, ("button", "charge"))
+""")
+    b.schedule(10_000, "button", 1)
+    b.schedule(10_100, "button", 0)
+    b.schedule(20_000, "charge", 1)
+    log = run(b)
+    assert "reason ('power_on', None) b''" in log
+    assert "reason ('timer', None) b'{\"n\": 1}'" in log
+    assert "reason ('pin', 'button') b'{\"n\": 1}'" in log
+    assert "reason ('pin', 'charge') b'{\"n\": 1}'" in log

@@ -175,7 +175,8 @@ def test_a_failing_test_gets_the_boards_serial_log(sim: SimBoardProcess, tmp_pat
 
 def test_hil_port_selects_the_serial_backend(sim: SimBoardProcess) -> None:
     # One device test from the firmware's suite, unchanged, on the board behind HIL_PORT.
-    env = dict(os.environ, HIL_PORT=sim.port, HIL_FIRMWARE="source")
+    # The simulated serial board has no real sleep: the emulating driver (HIL_EMULATE).
+    env = dict(os.environ, HIL_PORT=sim.port, HIL_FIRMWARE="source", HIL_EMULATE="1")
     p = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hil",
          "tests/hil/test_sensors.py", "-k", "door", "-rA"],
@@ -191,7 +192,7 @@ def test_device_suite_runs_unchanged_on_a_serial_board(tmp_path: Path) -> None:
     # acks sealed for the board's MAC. The whole of tests/hil takes ~130 s this way (adverts
     # pass in real time), too long for every run; what only the virtual board has is skipped.
     with SimBoardProcess(tmp_path / "board" / "flash", mac="24:0A:C4:5A:FE:01") as board:
-        env = dict(os.environ, HIL_PORT=board.port, HIL_FIRMWARE="source")
+        env = dict(os.environ, HIL_PORT=board.port, HIL_FIRMWARE="source", HIL_EMULATE="1")
         p = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "hil", "-rs",
              "tests/hil/test_safety.py", "tests/hil/test_provisioning.py",
@@ -245,3 +246,28 @@ def test_adverts_heard_by_the_hubs_bleak_scanner(sim: SimBoardProcess, tmp_path:
         stop.set()
         radio.join(5)
         bluez.close()
+
+
+def test_the_fixture_drives_every_wake_input_of_the_pin_map() -> None:
+    # A real board is tested on the fixture: each role's wake inputs have a stimulus GPIO,
+    # and the table in hardware/hil_fixture.md says the same.
+    pinmap = json.loads((ROOT / "hardware" / "pinmap.json").read_text())
+    doc = (ROOT / "hardware" / "hil_fixture.md").read_text()
+    for role, spec in pinmap["roles"].items():
+        for name in spec["wake"]:
+            if name == "accel_int":
+                continue  # the wearable's real LIS3DH drives it
+            gpio = hil_serial.FIXTURE[name]
+            assert f"| {gpio} | 1 kOhm | GPIO{spec['pins'][name]} `{name}` |" in doc, (role, name)
+    assert hil_serial.fixture_level("button", 1, []) == 1
+    assert hil_serial.fixture_level("charge", 1, ["charge"]) == 0
+
+
+def test_a_real_board_without_the_fixture_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HIL_PORT", "/dev/ttyUSB9")
+    monkeypatch.delenv("HIL_STIMULUS_PORT", raising=False)
+    monkeypatch.delenv("HIL_EMULATE", raising=False)
+    with pytest.raises(hil_serial.HilError, match="HIL_STIMULUS_PORT"):
+        hil_serial.make_board(device_config("door"))
+    monkeypatch.setenv("HIL_STIMULUS_PORT", "/dev/ttyUSB8")
+    assert isinstance(hil_serial.make_board(device_config("door")), hil_serial.FixtureBoard)

@@ -17,6 +17,7 @@ from hub.decode import AdvertDecoder
 from hub.radio import Advert
 from protocols import bthome
 from tests.conftest import ROOT, requires_node
+from tests.hil.helpers import rtc_state
 from tests.test_protocol_ccm import Ecb
 from tools.vboard import VirtualBoard
 
@@ -40,7 +41,7 @@ def test_counter_survives_deep_sleep_and_power_loss_on_the_virtual_board() -> No
         n_before = len(board.adverts)
         before = distinct_counters(board.adverts)
         assert len(before) >= 4, before  # boot advert and three changes, across deep sleeps
-        assert json.loads(board.rtc)["ctr"] == before[-1] + 1
+        assert rtc_state(board)["ctr"] == before[-1] + 1
         # Power loss: RTC memory is gone, the flash is not.
         board.rtc = b""
         board.set_pin("door", 0)

@@ -2,8 +2,9 @@
 produce byte-identical adverts to the CPython reference, and Home Assistant's parser
 (bthome-ble, written by others) decodes every one of them to the values we put in.
 
-The AES block function comes from the board layer (board_sim.aes_ecb, computed by the host,
-as cryptolib does on the ESP32); everything above it (objects, CCM, nonce, layout) is the
+The AES block function comes from the board layer (board_esp32.aes_ecb; the port model's
+cryptolib computes it on the host, as cryptolib does on the ESP32); everything above it
+(objects, CCM, nonce, layout) is the
 firmware's own code running in MicroPython.
 """
 
@@ -116,7 +117,7 @@ CASES = make_cases(80)
 @pytest.fixture(scope="module")
 def micropython_adverts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[bytes]]:
     fw = tmp_path_factory.mktemp("encoder-fw")
-    for name in ("board.py", "board_sim.py"):
+    for name in ("board.py", "board_esp32.py"):
         shutil.copy(ROOT / "firmware" / name, fw / name)
     (fw / "main.py").write_text(ENCODER_MAIN)
     board = VirtualBoard({"cases": CASES}, firmware_dir=Path(fw))

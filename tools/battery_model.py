@@ -54,8 +54,13 @@ FIGURES = {
     "ble_tx_ma": Figure(130.0, "mA", ESP32_DS + ": Bluetooth LE TX at 0 dBm 130 mA"),
     "boot_ma": Figure(40.0, "mA", ESP32_DS + ": Modem-sleep 160 MHz 27-44 mA (before the "
                       "firmware lowers the clock)"),
-    "boot_ms": Figure(200.0, "ms", "ASSUMPTION: ROM + bootloader + MicroPython start + BLE "
-                      "init with frozen firmware; measure on the HIL rig"),
+    "boot_ms": Figure(200.0, "ms", "ASSUMPTION: wake from deep sleep to the first advert "
+                      "(ROM + bootloader + MicroPython start + importing the .mpy firmware + "
+                      "BLE init) at 40 mA; not measured yet: tools/board_check.py prints it "
+                      "('wake-to-advert'); the life at 500 and 1000 ms is shown beside"),
+    "ble_on_ms": Figure(50.0, "ms", "ASSUMPTION: BLE controller start + service "
+                        "registration, when the wearable switches the radio on from light sleep "
+                        "(the radio is off in light sleep: ESP-IDF rule)"),
     "light_wake_ms": Figure(1.0, "ms", "ASSUMPTION: wake from light sleep and back"),
     "sample_cpu_ms": Figure(0.25, "ms", "ASSUMPTION: FallDetector.feed per sample in "
                             "MicroPython at 80 MHz"),
@@ -144,7 +149,9 @@ def daily_mas(role: str) -> dict[str, float]:
         reports = min(300, active_h * 3600 / pir.HOLDOFF_S)
         motion = advert_mas(pir.MOTION_BURST_MS, interval)
         # Triggers inside a hold-off cost nothing: the PIR cannot wake the ESP32 then.
-        out["events"] = reports * (wake_mas() + motion) + reports * wake_mas()  # + hold-off end
+        # + the hold-off end: a wake, and "no motion" (clear) when the room is still
+        clear = advert_mas(pir.CLEAR_BURST_MS, interval)
+        out["events"] = reports * (wake_mas() + motion) + reports * (wake_mas() + clear)
         out["sensor"] = day * f("pir_ma")
     elif role == "bed":
         # Each report: a wake on the edge, a wake when the debounce ends, the burst.
@@ -153,7 +160,7 @@ def daily_mas(role: str) -> dict[str, float]:
         out["sensor"] = day * f("mat_pull_ma")
     elif role in ("pendant", "wearable"):
         al = fw["alarm"]
-        attempt = advert_mas(al.BURST_MS, interval)
+        attempt = advert_mas(al.BURST_MS, al.FAST_INTERVAL_MS)
         listen = advert_mas(al.RECEIVED_LISTEN_MS, al.SLOW_INTERVAL_MS)
         show = al.HELP_SHOW_MS / 1000 * f("active_ma")
         out["events"] = (wake_mas() + attempt + listen + show) / 7 + 2 * (wake_mas() + hb) / 7
@@ -168,6 +175,8 @@ def daily_mas(role: str) -> dict[str, float]:
         i2c_ms = 6 * per_wake * 9 / f("i2c_hz") * 1000
         awake_ms = f("light_wake_ms") + i2c_ms + per_wake * f("sample_cpu_ms")
         out["sampling (awake)"] = wakes * awake_ms / 1000 * f("active_ma")
+        # No deep sleep between heartbeats: the radio is started from light sleep each time.
+        out["heartbeats"] += hb_per_day * f("ble_on_ms") / 1000 * f("active_ma")
         out["light sleep"] = day * f("light_sleep_ma")
         out["sensor"] = day * f("lis3dh_ma")
         out["sleep floor"] = day * (f("divider_ma") + f("ldo_iq_ma"))  # never in deep sleep
@@ -261,11 +270,31 @@ def simulate(role: str, hours: float = 24.0) -> tuple[float, dict[str, float]]:
            + u.adv_ms / 1000 * f("active_ma")
            + u.adv_events * 3 * f("adv_pdu_ms") / 1000 * (f("ble_tx_ma") - f("active_ma"))
            + u.light_ms / 1000 * f("light_sleep_ma")
+           + u.awake_ms / 1000 * f("active_ma")
            + u.light_wakes * per_wake_ms / 1000 * f("active_ma"))
     figures = {"boots": len(board.boots), "advertising s": u.adv_ms / 1000,
                "light sleep s": u.light_ms / 1000, "light wakes": u.light_wakes,
+               "awake s": u.awake_ms / 1000,
                "deep sleep s": u.deep_ms / 1000, "hours": hours}
     return mas / (hours * 3600) * 1000, figures
+
+
+BOOT_MS_CASES = (200.0, 500.0, 1000.0)
+
+
+def life_by_boot_ms() -> dict[str, dict[float, float]]:
+    """Life in days per role if a wake took each of BOOT_MS_CASES instead of the assumed
+    boot_ms (the figure most likely to be wrong until measured on a board)."""
+    saved = FIGURES["boot_ms"]
+    out: dict[str, dict[float, float]] = {}
+    try:
+        for ms in BOOT_MS_CASES:
+            FIGURES["boot_ms"] = Figure(ms, saved.unit, saved.source)
+            for r in table():
+                out.setdefault(r.profile.role, {})[ms] = r.life_days
+    finally:
+        FIGURES["boot_ms"] = saved
+    return out
 
 
 def _life(days: float) -> str:
@@ -289,6 +318,23 @@ def render() -> str:
             f"{r.battery_ua:.0f} uA | {_life(r.life_days)} | {goal} | "
             f"{'yes' if r.meets_goal else 'NO'} |"
         )
+    lines += [
+        "",
+        "## Boot time",
+        "",
+        f"Every wake from deep sleep is priced as `boot_ms` = {f('boot_ms'):g} ms at "
+        f"{f('boot_ma'):g} mA: an ASSUMPTION until `tools/board_check.py` measures "
+        "wake-to-advert on a real board. Life if a wake took longer:",
+        "",
+        "| device | " + " | ".join(f"boot {ms:g} ms" for ms in BOOT_MS_CASES) + " | goal |",
+        "|---|" + "---|" * (len(BOOT_MS_CASES) + 1),
+    ]
+    goals = {p.role: p.goal_days for p in PROFILES}
+    for role, lives in life_by_boot_ms().items():
+        goal = _life(goals[role]) if goals[role] else "-"
+        lines.append(f"| {role} | " + " | ".join(
+            _life(lives[ms]) + ("" if not goals[role] or lives[ms] >= goals[role] else " (NO)")
+            for ms in BOOT_MS_CASES) + f" | {goal} |")
     lines += ["", "## Where the charge goes (uA at the 3 V rail)", ""]
     for r in table():
         parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r.breakdown.items(),
@@ -300,7 +346,8 @@ def render() -> str:
         "",
         f"- heartbeat every {dev.HEARTBEAT_S} s, burst {dev.HEARTBEAT_BURST_MS} ms "
         f"(device.HEARTBEAT_S, HEARTBEAT_BURST_MS)",
-        f"- advert interval {dev.BURST_INTERVAL_MS} ms; door/bed event burst "
+        f"- advert interval {dev.BURST_INTERVAL_MS} ms (non-connectable: the legal minimum), "
+        f"alarm attempts {al.FAST_INTERVAL_MS} ms (connectable); door/bed event burst "
         f"{dev.EVENT_BURST_MS} ms; motion burst {pir.MOTION_BURST_MS} ms; motion hold-off "
         f"{pir.HOLDOFF_S} s",
         f"- bed debounce: out {bed.OUT_DEBOUNCE_S} s, in {bed.IN_DEBOUNCE_S} s",

@@ -13,6 +13,7 @@ from tools.vboard.board import Advert
 
 class DeviceUnderTest(Protocol):
     now_ms: int
+    rtc: bytes  # the board's RTC user memory as last read
 
     def start(self) -> DeviceUnderTest: ...
 

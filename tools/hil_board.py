@@ -1,5 +1,8 @@
-# Hardware-in-the-loop driver: runs ON the board under test (a real ESP32, or the simulated
-# serial board tools/rawrepl_sim.py), started by tools/hil_serial.py through the raw REPL.
+# Hardware-in-the-loop driver for the simulated serial board (tools/rawrepl_sim.py), started
+# by tools/hil_serial.py through the raw REPL. It emulates time, sleep and wake, so it is no
+# test of a real board's: a real ESP32 is tested on the HIL fixture instead
+# (tools/hil_serial.FixtureBoard, hardware/hil_fixture.md), where nothing is emulated; on a
+# real board this driver runs only when asked for (HIL_EMULATE=1, a bench without fixture).
 #
 # It wraps the board layer so the unchanged firmware (main.py and the role apps) runs with the
 # board's own radio, AES, RTC memory, flash and sensors, while the test host drives what a test
@@ -77,6 +80,7 @@ class HilBoard:
         self.hang = None  # (op or None, ms): the next such call takes that long
         self.wdt = None  # emulated watchdog timeout (ms) while it runs
         self.wdt_fed = 0
+        self.show_until = 0  # board_esp32.deep_sleep keeps an indication visible this long
 
     def __getattr__(self, name):
         # mac, aes_ecb, rtc_load, rtc_save, scan, i2c: the board's own.
@@ -208,17 +212,16 @@ class HilBoard:
         self.wdt_fed = self.now  # the board's idle loop feeds it (board_esp32.wait)
         return woke
 
-    def sleep_ms(self, ms):
-        # A busy sleep passes device time too; unlike wait() nothing feeds the watchdog.
-        self._call("sleep")
-        self._sleep(ms)
-
     def deep_sleep(self, ms, pins=()):
         self._call("deep_sleep")
         self.wdt = None  # deep sleep resets the chip, and the watchdog with it
         self.advertise(None)
+        woke = None
+        if self.now < self.show_until:  # as board_esp32.deep_sleep: the indication first
+            woke = self._sleep(self.show_until - self.now, pins)
         out("sleep", self.now, "-" if ms is None else ms)
-        woke = self._sleep(ms, pins)
+        if woke is None:
+            woke = self._sleep(ms, pins)
         self.wake = ("pin", woke) if woke else ("timer", None)
         raise Reboot()
 
@@ -256,6 +259,9 @@ class HilBoard:
     def indicate(self, pattern):
         self._call("indicate")
         self._real.indicate(pattern)
+        import board_esp32
+
+        self.show_until = self.now + board_esp32.SHOW_MS.get(pattern, 0)
         out("ind", self.now, pattern)
 
     def log(self, msg):

@@ -414,6 +414,11 @@ class _BleakListener:
         with self._lock:
             return list(self._heard)
 
+    def write(self, frame: bytes) -> None:
+        """The hub's GATT write of an ack frame (hub/radio_bleak.py transmit)."""
+        asyncio.run_coroutine_threadsafe(self._radio.transmit(self.mac, frame),
+                                         self._loop).result(60)
+
     def stop(self) -> None:
         if self._radio is not None:
             asyncio.run_coroutine_threadsafe(self._radio.stop(), self._loop).result(30)
@@ -421,16 +426,169 @@ class _BleakListener:
         self._thread.join(5)
 
 
+# -- a real board on the HIL fixture: nothing emulated -------------------------------------
+# Stimulus GPIO on the stimulus board per DUT input (hardware/hil_fixture.md).
+FIXTURE = {"door": 16, "motion": 16, "mat": 16, "button": 16, "charge": 17}
+_ROM_RESET = ("rst:0x1 ", "rst:0x5 ", "rst:0xc ", "rst:0x10 ")  # power-on, deep sleep, sw, rtc wdt
+_RESET_KIND = {"rst:0x1 ": "power_on", "rst:0x5 ": "deep_sleep", "rst:0xc ": "reset",
+               "rst:0x10 ": "watchdog"}
+
+
+def fixture_level(name: str, level: int, active_low: list[str]) -> int:
+    """The electrical level the stimulus board drives for a logical input level."""
+    return 1 - level if name in active_low else level
+
+
+@dataclass
+class FixtureBoard:
+    """The device-under-test interface on a real ESP32 on the HIL fixture (two boards,
+    hardware/hil_fixture.md). The DUT runs the unchanged firmware from main.py: its own board
+    layer, real pins, real light and deep sleep and wakes, its own watchdog. Only the stimulus
+    comes from here, through the stimulus board's GPIOs (`stimulus_port`); adverts are what
+    the hub's bleak scanner hears, acks are the hub's GATT writes, indications and boots come
+    from the DUT's serial console. Time is real: advance(ms) waits ms."""
+
+    config: dict[str, Any] | None
+    port: str = ""
+    stimulus_port: str = ""
+    mac: str | None = None
+    now_ms: int = 0
+    log: list[str] = field(default_factory=list)
+    boots: list[tuple[int, str]] = field(default_factory=list)
+    indications: list[tuple[int, str]] = field(default_factory=list)
+    levels: dict[str, int] = field(default_factory=dict)
+    rtc: bytes = b""  # not readable while the firmware runs (no REPL): empty
+
+    def start(self) -> FixtureBoard:
+        import serial
+
+        repl = Repl(self.port, wait_s=15, soft_reset=True)
+        with tempfile.TemporaryDirectory(prefix="hil-") as build:
+            install_app(repl, compile_app(Path(build)), keep=("boot.py",) + KEEP_FILES)
+        if self.config is None:
+            if repl.exists("config.json"):
+                repl.remove("config.json")
+        else:
+            repl.write("config.json", json.dumps(self.config).encode())
+        for name, is_dir in repl.listdir(""):
+            if not is_dir and not name.endswith((".py", ".mpy")) and name not in KEEP_FILES:
+                repl.remove(name)
+        repl.exec("import machine\nmachine.RTC().memory(b'')")
+        mac = repl.eval("(lambda b: (b.active(True), b.config('mac')[1])[1])"
+                        "(__import__('bluetooth').BLE())")
+        self.mac = ":".join(f"{x:02X}" for x in bytes(mac))
+        pinmap = json.loads((Path(__file__).resolve().parents[1] / "hardware" /
+                             "pinmap.json").read_text())
+        role = (self.config or {}).get("role")
+        self._active_low = list(pinmap["roles"].get(role, {}).get("active_low", ()))
+        self._stim = Repl(self.stimulus_port, wait_s=15, soft_reset=True)
+        for name in FIXTURE:
+            self._drive(name, 0)
+        self._scanner = _BleakListener(self.mac)
+        self._scanner.start()
+        repl.close()
+        self._t0 = time.monotonic()
+        self._console = serial.Serial(self.port, 115200, timeout=0.1)
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read_console, daemon=True)
+        self._reader.start()
+        # A hard reset through EN (RTS): the firmware starts from main.py, as at power-on.
+        self._console.rts = True
+        time.sleep(0.1)
+        self._console.rts = False
+        return self
+
+    def _ms(self) -> int:
+        return int((time.monotonic() - self._t0) * 1000)
+
+    def _read_console(self) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            buf += self._console.read(256)
+            while b"\n" in buf:
+                raw, buf = buf.split(b"\n", 1)
+                line = raw.decode(errors="replace").rstrip("\r")
+                self.log.append(line)
+                for mark in _ROM_RESET:
+                    if line.startswith(mark):
+                        self.boots.append((self._ms(), _RESET_KIND[mark]))
+                if line.startswith("ind "):
+                    self.indications.append((self._ms(), line[4:].strip()))
+
+    def _drive(self, name: str, level: int) -> None:
+        gpio = FIXTURE.get(name)
+        if gpio is None:
+            raise HilError(f"the fixture does not drive {name!r} (hardware/hil_fixture.md)")
+        v = fixture_level(name, level, self._active_low)
+        self._stim.exec(f"import machine\nmachine.Pin({gpio}, machine.Pin.OUT, value={v})")
+        self.levels[name] = level
+
+    def set_pin(self, pin: str, level: int) -> None:
+        self._drive(pin, level)
+        self.now_ms = self._ms()
+
+    def press(self, pin: str = "button", hold_ms: int = 200) -> None:
+        self.set_pin(pin, 1)
+        self.advance(hold_ms)
+        self.set_pin(pin, 0)
+
+    def advance(self, ms: int) -> None:
+        time.sleep(max(0, ms) / 1000)
+        self.now_ms = self._ms()
+
+    def hub_write(self, frame: bytes, at_ms: int | None = None) -> None:
+        if at_ms is not None and at_ms > self._ms():
+            time.sleep((at_ms - self._ms()) / 1000)
+        self._scanner.write(frame)
+
+    @property
+    def adverts(self) -> list[Advert]:
+        return [Advert(int((t - self._t0) * 1000), adv) for t, adv in self._scanner.heard()]
+
+    def adverts_since(self, t_ms: int) -> list[Advert]:
+        return [a for a in self.adverts if a.t_ms >= t_ms]
+
+    def indication(self) -> str:
+        return self.indications[-1][1] if self.indications else "off"
+
+    def stop(self) -> None:
+        if getattr(self, "_reader", None) is not None:
+            self._stop.set()
+            self._reader.join(2)
+            self._console.close()
+        if getattr(self, "_scanner", None) is not None:
+            self._scanner.stop()
+        if getattr(self, "_stim", None) is not None:
+            for name in FIXTURE:
+                self._drive(name, 0)
+            self._stim.close()
+
+
 # -- pytest: backend choice and the serial log on failure ---------------------------------
 def hil_port() -> str | None:
     return os.environ.get("HIL_PORT") or None
 
 
-def make_board(config: dict[str, Any] | None, **kw: Any) -> HilSerialBoard:
+def stimulus_port() -> str | None:
+    """The stimulus board of the HIL fixture (hardware/hil_fixture.md)."""
+    return os.environ.get("HIL_STIMULUS_PORT") or None
+
+
+def make_board(config: dict[str, Any] | None, **kw: Any) -> HilSerialBoard | FixtureBoard:
     """The real-board DUT for HIL_PORT; virtual-board-only keywords are ignored (a real board
-    has its own MAC, battery and radio)."""
+    has its own MAC, battery and radio). With HIL_STIMULUS_PORT (the fixture's stimulus
+    board) nothing on the board is emulated: FixtureBoard. HIL_EMULATE=1 instead runs
+    tools/hil_board.py, which emulates time and sleep (a bench without the fixture; not a
+    test of the board's sleep and wake)."""
     port = hil_port()
     assert port is not None
+    stim = stimulus_port()
+    if stim is not None:
+        return FixtureBoard(config, port=port, stimulus_port=stim)
+    if os.environ.get("HIL_EMULATE") != "1":
+        raise HilError("a real board is tested on the HIL fixture: set HIL_STIMULUS_PORT to "
+                       "the stimulus board's port (hardware/hil_fixture.md); HIL_EMULATE=1 "
+                       "runs tools/hil_board.py instead, which emulates time and sleep")
     return HilSerialBoard(
         config, port=port,
         battery_mv=kw.get("battery_mv"),

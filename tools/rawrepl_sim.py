@@ -508,6 +508,10 @@ def _bluetooth_module(board: Board, mac: bytes) -> types.ModuleType:
 
         def gap_advertise(self, interval_us: int | None, adv_data: bytes | None = None,
                           connectable: bool = True) -> None:
+            # The port's rule, as in the port model (tests/esp32_fakes/bluetooth.py): NimBLE
+            # refuses scannable adverts under 100 ms and connectable ones under 20 ms.
+            if interval_us is not None and interval_us < (20000 if connectable else 100000):
+                raise OSError(-interval_us)
             # The radio this machine lacks: what would be on air goes to air.log.
             with board.host_open(board.air, "a", encoding="utf-8") as f:  # outside the flash
                 f.write(json.dumps({"t": time.time(), "interval_us": interval_us,

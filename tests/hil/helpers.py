@@ -5,6 +5,7 @@ helpers work on the virtual board and on a real board with its factory address."
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from protocols import ack, bthome
@@ -65,3 +66,12 @@ def flash_files(dut: DeviceUnderTest) -> set[str]:
     if flash is not None:
         return {p.name for p in flash.iterdir() if p.is_file()}
     return set(dut.files())  # type: ignore[attr-defined]
+
+
+def rtc_state(dut: DeviceUnderTest) -> dict[str, Any]:
+    """The firmware's state in RTC memory (board_esp32 keeps its wake-pin note after it)."""
+    raw = dut.rtc
+    if b"\x00L" in raw:
+        raw = raw[:raw.rindex(b"\x00L")]
+    state: dict[str, Any] = json.loads(raw)
+    return state

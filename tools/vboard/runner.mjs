@@ -1,7 +1,9 @@
 // Runs the unchanged firmware in the MicroPython WebAssembly port.
-// The firmware's board layer (firmware/board_sim.py) calls `simhost.call(json)`; each call is
-// written to stdout as one line and answered by one line on stdin from the host simulator
-// (tools/vboard/board.py). The host owns virtual time, pins, radio and RTC memory.
+// Beneath the firmware's board layer are the simulated ESP32 port modules (tests/esp32_fakes);
+// they call `simhost.call(json)`: each call is written to stdout as one line marked with \x01
+// and answered by one line on stdin from the host simulator (tools/vboard/board.py), which
+// owns virtual time, pin levels, the radio and RTC memory. What the firmware prints goes to
+// stdout unmarked (its serial console).
 // usage: node runner.mjs FLASH_DIR   (FLASH_DIR holds the device filesystem to load)
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import fs from "node:fs";
@@ -32,13 +34,13 @@ function readLine() {
 }
 
 function call(request) {
-  fs.writeSync(1, request + "\n");
+  fs.writeSync(1, "\x01" + request + "\n");
   return readLine();
 }
 
 const mp = await loadMicroPython({
   heapsize: 512 * 1024,  // ESP32 with MicroPython has ~110-160 KB free; see README for why more here
-  stdout: (line) => fs.writeSync(2, line + "\n"),
+  stdout: (line) => fs.writeSync(1, line.replaceAll("\x01", "") + "\n"),
   stderr: (line) => fs.writeSync(2, line + "\n"),
 });
 mp.registerJsModule("simhost", { call });
@@ -88,17 +90,17 @@ try {
   mp.runPython(`
 import sys
 sys.path.insert(0, '/flash')
-import simhost, json
 _base = set(sys.modules)
 while True:
     for _m in list(sys.modules):
         if _m not in _base:
             del sys.modules[_m]
-    import board_sim
     try:
         import main
-    except board_sim.Reboot:
-        continue
+    except BaseException as _e:
+        if type(_e).__name__ == "Reboot":  # _port.Reboot: the chip restarts
+            continue
+        raise
     break
 `);
   call(JSON.stringify({ op: "halt" }));
