@@ -135,22 +135,15 @@ class AdvertDecoder:
         peer.alerted = True
         self.on_alert(peer.device, type_, detail)
 
-    def _decode(self, advert: Advert) -> Report | None:
-        peer = self._peers.get(advert.mac)
-        if peer is None:
-            self._drop(None, "unknown_device")
-            return None
-        device = peer.device
-        svc = advert.service_data
-        if not svc or svc[0] & bthome.VERSION_MASK != _V2:
-            self._drop(device, "malformed", "not BTHome v2")
-            return None
-        if device.model:  # an off-the-shelf sensor: its own objects and packet id
-            return shelly.decode(self, peer, advert)
-        if peer.aead is None:
-            return self._decode_plain(peer, advert)
+    def _open(self, peer: _Peer, svc: bytes, what: str) -> tuple[bytes, int] | None:
+        """Authenticate and decrypt an encrypted v2 advert and check its counter against the
+        last one accepted: (plaintext, counter), or None with the drop counted (and an alert
+        raised where due). One path for our devices and for off-the-shelf ones (shelly.py)."""
+        device, aead = peer.device, peer.aead
+        if aead is None:  # callers send a keyless device elsewhere first
+            raise ValueError(f"{device.id}: no key to open an encrypted advert with")
         if not svc[0] & bthome.INFO_ENCRYPTED:
-            self._drop(device, "plaintext", "unencrypted advert from a device with a key")
+            self._drop(device, "plaintext", f"unencrypted advert from {what}")
             self._auth_failed(peer, "plaintext")
             return None
         if svc == peer.last_frame:
@@ -161,7 +154,7 @@ class AdvertDecoder:
             return None
         ctr = svc[-8:-4]
         try:
-            pt = peer.aead.decrypt(
+            pt = aead.decrypt(
                 peer.mac6 + bthome.UUID_BYTES + svc[:1] + ctr, svc[1:-8] + svc[-4:], None
             )
         except InvalidTag:
@@ -179,6 +172,26 @@ class AdvertDecoder:
             self._drop(device, "replay", f"counter {counter} <= last accepted {last}")
             self._alert(peer, ALERT_REPLAY, {"counter": counter, "last_counter": last})
             return None
+        return pt, counter
+
+    def _decode(self, advert: Advert) -> Report | None:
+        peer = self._peers.get(advert.mac)
+        if peer is None:
+            self._drop(None, "unknown_device")
+            return None
+        device = peer.device
+        svc = advert.service_data
+        if not svc or svc[0] & bthome.VERSION_MASK != _V2:
+            self._drop(device, "malformed", "not BTHome v2")
+            return None
+        if device.model:  # an off-the-shelf sensor: its own objects and packet id
+            return shelly.decode(self, peer, advert)
+        if peer.aead is None:
+            return self._decode_plain(peer, advert)
+        opened = self._open(peer, svc, "a device with a key")
+        if opened is None:
+            return None
+        pt, counter = opened
         try:
             objects = bthome.decode_objects(pt)
         except bthome.DecodeError as e:

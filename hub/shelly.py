@@ -30,8 +30,6 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
-
 from protocols import bthome
 
 if TYPE_CHECKING:
@@ -202,34 +200,10 @@ def decode(dec: AdvertDecoder, peer: _Peer, advert: Advert) -> Report | None:
     if peer.aead is None:  # hub/keys.py gives every device its key; a unit test may not
         dec._drop(device, "malformed", "a Shelly device needs its bindkey")
         return None
-    if not svc[0] & bthome.INFO_ENCRYPTED:
-        dec._drop(device, "plaintext", "unencrypted advert from a Shelly with a bindkey")
-        dec._auth_failed(peer, "plaintext")
+    opened = dec._open(peer, svc, "a Shelly with a bindkey")
+    if opened is None:
         return None
-    if svc == peer.last_frame:
-        dec.stats["repeat"] += 1
-        return None
-    if len(svc) < d._MIN_ENCRYPTED:
-        dec._drop(device, "malformed", "encrypted advert too short")
-        return None
-    ctr = svc[-8:-4]
-    try:
-        pt = peer.aead.decrypt(
-            peer.mac6 + bthome.UUID_BYTES + svc[:1] + ctr, svc[1:-8] + svc[-4:], None)
-    except InvalidTag:
-        dec._drop(device, "bad_mic")
-        dec._auth_failed(peer, "bad_mic")
-        return None
-    counter = int.from_bytes(ctr, "little")
-    last = dec.counters.last(device.id)
-    if last is not None and counter <= last:
-        if counter == last and (peer.last_frame is None or peer.last_frame == svc):
-            dec.stats["repeat"] += 1
-            peer.last_frame = svc
-            return None
-        dec._drop(device, "replay", f"counter {counter} <= last accepted {last}")
-        dec._alert(peer, d.ALERT_REPLAY, {"counter": counter, "last_counter": last})
-        return None
+    pt, counter = opened
     objects, stopped = parse_objects(pt)
     if stopped is not None:
         # Counted and logged, not dropped: it is authentic, and what came before is sound.
