@@ -226,20 +226,8 @@ class Database:
             self._write_marker(gen)
 
     def _write_marker(self, gen: str) -> None:
-        tmp = self.marker.with_name(self.marker.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-            try:
-                os.write(fd, gen.encode() + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.marker)
-            dfd = os.open(self.marker.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            write_file_durably(self.marker, gen.encode() + b"\n")
         except OSError as e:
             log.error("cannot write %s: %s (a lost database would go unnoticed)", self.marker, e)
 
@@ -415,3 +403,22 @@ def import_legacy(db: Database, data_dir: Path) -> int:
             path.with_name(name + s).unlink(missing_ok=True)
         log.info("took over %d row(s) of %s from %s", len(rows), table, path)
     return n
+
+
+def write_file_durably(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new file, never a
+    torn one: written beside it, fsync'd, renamed, and the directory fsync'd (the rename is
+    durable only then)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
