@@ -25,9 +25,6 @@ ESP32_MODULES = {
 FIRMWARE = sorted((ROOT / "firmware").glob("*.py"))
 PROTOCOLS = sorted((ROOT / "protocols").glob("*.py"))
 OWN = {p.stem for p in FIRMWARE} | {"protocols"}
-# The virtual board's link to its host exists only in the simulator, and board_sim is not
-# flashed to an ESP32 (main picks board_esp32 when `machine` exists).
-SIM_ONLY = {"board_sim.py": {"simhost"}}
 
 
 def imports(path: Path) -> list[tuple[int, str, bool, bool]]:
@@ -57,7 +54,7 @@ def imports(path: Path) -> list[tuple[int, str, bool, bool]]:
 
 @pytest.mark.parametrize("path", FIRMWARE + PROTOCOLS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_imports_exist_on_micropython_esp32(path: Path) -> None:
-    allowed = ESP32_MODULES | OWN | SIM_ONLY.get(path.name, set())
+    allowed = ESP32_MODULES | OWN
     bad = [
         f"{path.relative_to(ROOT)}:{line}: import {mod}"
         for line, mod, guarded, host in imports(path)

@@ -107,7 +107,6 @@ def test_new_board_is_flashed_verified_and_registered(
     files = board.files()
     assert files["main.py"] == (ROOT / "firmware" / "main.py").read_bytes()
     assert files["pinmap.json"] == (ROOT / "hardware" / "pinmap.json").read_bytes()
-    assert "board_sim.py" not in files and "board_sim.mpy" not in files
     for name in ("device.mpy", "pendant.mpy", "protocols/bthome.mpy"):
         assert files[name][:1] == b"M", name  # MicroPython bytecode header
     cfg = board_config(board)

