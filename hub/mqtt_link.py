@@ -485,7 +485,7 @@ class MqttLink:
         if receiver is None:
             return  # not ours (a subscription the broker kept from an older session)
         key = self.receipt_key if receiver == CENTRE else self._receiver_keys.get(receiver)
-        if key is None and receiver == CENTRE and not self.unsigned_receipts:
+        if key is None and not (receiver == CENTRE and self.unsigned_receipts):
             self._call(self._refuse_receipt, msg.topic, "no receipt key", len(msg.payload))
             return
         ids, why = mqtt_schema.check_receipt(bytes(msg.payload), self.site, key)
