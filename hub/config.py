@@ -60,9 +60,11 @@ class MqttSettings:
     receipt_timeout_s: float = 10.0  # no receipt for an alarm in this time: publish it again
     outbox_budget_mb: float = 100.0
     heartbeat_s: int = 60
-    # Hex key the response centre signs receipts with (protocols/MQTT.md); None: receipts
-    # are taken on the broker's ACL alone (logged as a warning at start).
+    # Hex key the response centre signs receipts with (protocols/MQTT.md). Unset: the hub
+    # makes one in its data dir at first start (hub/receipt_key.py). receipts = "unsigned"
+    # takes receipts unverified: lab use only, any client allowed to publish can confirm.
     receipt_key_file: Path | None = None
+    receipts: str = "signed"
     # Receivers of [[route]] copies: their own window and delivery rule (hub/routing.py).
     # Not compared: routes stay reloadable; the link takes a changed rule at its next start.
     receivers: tuple[Receiver, ...] = field(default=(), compare=False)
@@ -418,7 +420,7 @@ def _is_mac(s: str) -> bool:
 
 _MQTT_DELIVERY_KEYS = {
     "tls_ca", "tls_cert", "tls_key", "username", "password_file", "receipt_timeout_s",
-    "outbox_budget_mb", "heartbeat_s", "receipt_key_file",
+    "outbox_budget_mb", "heartbeat_s", "receipt_key_file", "receipts",
 }
 
 
@@ -433,6 +435,11 @@ def _mqtt_delivery(r: _Reader, mqtt: dict[str, Any], file: Path) -> dict[str, An
         r.problems.append(f"{file}: mqtt.tls_cert: tls_cert and tls_key go together")
     if ("tls_cert" in out or "tls_key" in out) and "tls_ca" not in out:
         r.problems.append(f"{file}: mqtt.tls_ca: a client certificate needs TLS (set tls_ca)")
+    receipts = r.get(mqtt, "mqtt", "receipts", str, "signed")
+    if receipts not in ("signed", "unsigned"):
+        r.error("mqtt.receipts", f"{receipts!r}: must be \"signed\" or \"unsigned\"")
+    elif receipts == "unsigned":
+        out["receipts"] = "unsigned"
     username = r.get(mqtt, "mqtt", "username", str, "")
     if username:
         out["username"] = username

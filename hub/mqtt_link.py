@@ -259,9 +259,17 @@ class MqttLink:
         self.status_provider: StatusProvider | None = None
         self.receipt_key = (read_receipt_key(settings.receipt_key_file)
                             if settings.receipt_key_file else None)
-        if receipt_topic is not None and self.receipt_key is None:
-            log.warning("MQTT: no mqtt.receipt_key_file: receipts are trusted on the broker's"
-                        " ACL alone (docs/DELIVERY.md)")
+        # Without a key no receipt is taken (the config requires one), unless receipts =
+        # "unsigned" says so explicitly: then any client the broker lets publish on the
+        # receipt topic can confirm alarms. Lab use only, and said loudly.
+        self.unsigned_receipts = settings.receipts == "unsigned"
+        if receipt_topic is not None and self.unsigned_receipts:
+            log.error("MQTT: mqtt.receipts = \"unsigned\": receipts are NOT verified; any"
+                      " client allowed on the receipt topic can confirm alarms (lab use only,"
+                      " docs/DELIVERY.md)")
+        elif receipt_topic is not None and self.receipt_key is None:
+            log.error("MQTT: no mqtt.receipt_key_file: every receipt will be refused"
+                      " (docs/DELIVERY.md)")
         self.receivers: dict[str, Receiver] = {r.name: r for r in settings.receivers}
         self._receiver_keys = {r.name: read_receipt_key(r.receipt_key_file)
                                for r in settings.receivers if r.receipt_key_file}
@@ -477,6 +485,9 @@ class MqttLink:
         if receiver is None:
             return  # not ours (a subscription the broker kept from an older session)
         key = self.receipt_key if receiver == CENTRE else self._receiver_keys.get(receiver)
+        if key is None and not (receiver == CENTRE and self.unsigned_receipts):
+            self._call(self._refuse_receipt, msg.topic, "no receipt key", len(msg.payload))
+            return
         ids, why = mqtt_schema.check_receipt(bytes(msg.payload), self.site, key)
         if ids:
             ids, why = self._own_ids(receiver, ids)

@@ -106,6 +106,10 @@ def parse_routes(tables: list[dict[str, Any]], r: Reader, prefix: str = "route")
         if name == CENTRE and ("confirms" in t or key):
             r.error(f"{where}.confirms", "the response centre always confirms; its key is"
                     " mqtt.receipt_key_file")
+        if name not in (None, CENTRE) and confirms is True and not key:
+            # Its receipts would otherwise be taken from anyone allowed on its topic.
+            r.error(f"{where}.receipt_key_file", "a receiver that confirms signs its receipts:"
+                    " name its key file (32 random bytes in hex, mode 0600; docs/DELIVERY.md)")
         if name is not None and len(name) > 64:
             r.error(f"{where}.receiver", "at most 64 characters")
         if name is not None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hub import home_assistant, keys
+from hub import home_assistant, keys, receipt_key
 from hub.acks import AckSender, AckSettings, AckStore
 from hub.clock import Clock, ClockWatch, SystemClock, iso
 from hub.config import Device, HubConfig
@@ -83,7 +83,8 @@ class Hub:
         if slow:  # tests/test_chaos.py: wide windows around each commit, for kills to hit
             self.committer.hook = lambda where, s=float(slow): time.sleep(s)
         self.link = MqttLink(
-            cfg.mqtt, cfg.hub_id, self.outbox, mqtt_schema.topic(cfg.site, "hub"),
+            receipt_key.ensure(cfg.mqtt, cfg.data_dir), cfg.hub_id, self.outbox,
+            mqtt_schema.topic(cfg.site, "hub"),
             receipt_topic=mqtt_schema.topic(cfg.site, "receipt"), clock=self.clock,
             site=cfg.site, tz=cfg.timezone,
         )

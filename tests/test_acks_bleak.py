@@ -19,6 +19,7 @@ from hub.service import Hub
 from protocols import ack, bthome
 from tests.bluez_mock import BluezMock, requires_dbus
 from tests.conftest import requires_mosquitto
+from tests.test_delivery_support import RECEIPT_KEY, centre_keys, write_key
 from tools.mosquitto import Mosquitto
 from tools.response_centre import ResponseCentre
 
@@ -40,6 +41,7 @@ data_dir = "var"
 host = "127.0.0.1"
 port = {port}
 keepalive = 5
+receipt_key_file = "receipt.key"
 [radio]
 kind = "bleak"
 adapter = "hci0"
@@ -54,6 +56,7 @@ role = "door"
 mac = "{DOOR}"
 """)
     keys.write(tmp / "keys.toml", {"pendant-1": KEY, "door-1": bytes(16)})
+    write_key(tmp / "receipt.key", RECEIPT_KEY)
     return tmp / "hub.toml"
 
 
@@ -77,7 +80,7 @@ def test_button_through_bleak_alarm_receipted_and_acknowledged(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
     bluez = BluezMock(tmp_path / "bluez").start()
-    centre = ResponseCentre("127.0.0.1", broker.port).start()
+    centre = ResponseCentre("127.0.0.1", broker.port, receipt_keys=centre_keys).start()
     try:
         bluez.add_adapter()
         cfg = config.load(write_config(tmp_path, broker.port))
@@ -187,7 +190,7 @@ def test_help_is_coming_reaches_the_pendant_across_a_hub_restart(
 
         asyncio.run(asyncio.wait_for(first_hub(), 60))
         broker.start()
-        centre = ResponseCentre("127.0.0.1", broker.port).start()
+        centre = ResponseCentre("127.0.0.1", broker.port, receipt_keys=centre_keys).start()
         asyncio.run(asyncio.wait_for(second_hub(), 60))
     finally:
         if centre is not None:

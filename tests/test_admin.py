@@ -22,6 +22,7 @@ import pytest
 from hub import keys
 from protocols import ack, bthome
 from tests.conftest import requires_mosquitto
+from tests.test_delivery_support import RECEIPT_KEY, centre_keys, write_key
 from tools.mosquitto import Mosquitto
 from tools.response_centre import ResponseCentre
 from tools.vboard import Air
@@ -49,6 +50,7 @@ return_min = 30
 
 def write_config_dir(d: Path, port: int, site_extra: str = "", rules: str = RULES) -> None:
     d.mkdir(parents=True, exist_ok=True)
+    write_key(d / "receipt.key", RECEIPT_KEY)
     (d / "site.toml").write_text(f"""\
 [site]
 id = "{SITE}"
@@ -62,6 +64,7 @@ data_dir = "var"
 host = "127.0.0.1"
 port = {port}
 keepalive = 5
+receipt_key_file = "receipt.key"
 
 [radio]
 kind = "virtual"
@@ -143,7 +146,7 @@ def hub_running(tmp_path: Path, **config: str) -> Iterator[Running]:
     cfg = tmp_path / "etc"
     write_config_dir(cfg, broker.port, **config)
     air = Air(cfg / "air.sock")
-    centre = ResponseCentre("127.0.0.1", broker.port, site=SITE).start()
+    centre = ResponseCentre("127.0.0.1", broker.port, site=SITE, receipt_keys=centre_keys).start()
     hub = start_hub(cfg, tmp_path / "hub.log")
     r = Running(cfg, broker, air, centre, hub)
     try:

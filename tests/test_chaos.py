@@ -157,11 +157,8 @@ class Chaos:
             raise
 
     def _config(self) -> Path:
-        key_file = self.dir / "receipt.key"
-        key_file.write_text(self.receipt_key.hex() + "\n")
-        key_file.chmod(0o600)
         cfg = write_config(self.dir, self.broker.port, keepalive=2, window=8,
-                           extra_mqtt='receipt_key_file = "receipt.key"\n')
+                           receipt_key=self.receipt_key)
         text = cfg.read_text()
         for p in self.pendants:
             text += (f'\n[[device]]\nid = "{p.id}"\nrole = "pendant"\nmac = "{p.mac}"\n'

@@ -130,3 +130,7 @@ def test_routes_say_whether_their_receiver_confirms(tmp_path: Path) -> None:
     assert "hub.toml:15: route[0].confirms:" in _problems(tmp_path, tail=bad)
     centre = '\n[[route]]\nreceiver = "centre"\nconfirms = false\n'
     assert "route[0].confirms:" in _problems(tmp_path, tail=centre)
+    # A receiver that confirms without a key would take receipts from anyone on its topic.
+    unsigned = '\n[[route]]\nreceiver = "relatives"\nconfirms = true\n'
+    assert "hub.toml:13: route[0].receipt_key_file: a receiver that confirms signs" in \
+        _problems(tmp_path, tail=unsigned)

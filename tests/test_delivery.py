@@ -22,6 +22,7 @@ from hub import config
 from tests.conftest import requires_mosquitto
 from tests.test_delivery_support import (
     SITE,
+    centre_keys,
     make_hub,
     open_for_broker,
     outgoing,
@@ -46,7 +47,8 @@ def workdir(tmp_path: Path) -> Path:
 def test_alarm_is_done_at_the_receipt_not_at_the_puback(workdir: Path) -> None:
     async def main() -> None:
         with Mosquitto(workdir / "broker") as broker:
-            centre = ResponseCentre("127.0.0.1", broker.port, receipts=False).start()
+            centre = ResponseCentre("127.0.0.1", broker.port, receipts=False,
+                                    receipt_keys=centre_keys).start()
             hub = make_hub(write_config(workdir, broker.port))
             delivered: list[tuple[str, dict[str, Any]]] = []
             hub.on_delivered.append(lambda i, p: delivered.append((i, p)))
@@ -81,7 +83,8 @@ def test_broker_down_alarms_kept_then_all_delivered_alarms_first_in_order(
         # A plain subscription: Mosquitto 2.0 does not restore shared subscriptions from its
         # persistence after a restart, so telemetry (which has no receipt) published before
         # a shared consumer is back would be lost. Alarms are not: see the SIGKILL test.
-        centre = ResponseCentre("127.0.0.1", broker.port, group=None).start()
+        centre = ResponseCentre("127.0.0.1", broker.port, group=None,
+                                receipt_keys=centre_keys).start()
         hub = make_hub(write_config(workdir, broker.port))
         try:
             async with running(hub):
@@ -115,7 +118,8 @@ def test_broker_sigkill_after_puback_alarms_reach_the_consumer(workdir: Path) ->
     async def main() -> None:
         # Persistence is saved only at a clean exit: a SIGKILL loses everything since start.
         broker = Mosquitto(workdir / "broker", autosave_interval=3600).start()
-        centre = ResponseCentre("127.0.0.1", broker.port, client_id="rc-kill").start()
+        centre = ResponseCentre("127.0.0.1", broker.port, client_id="rc-kill",
+                                receipt_keys=centre_keys).start()
         centre.stop()  # away: its persistent session queues the alarms in the broker
         hub = make_hub(write_config(workdir, broker.port))
         try:
@@ -125,7 +129,8 @@ def test_broker_sigkill_after_puback_alarms_reach_the_consumer(workdir: Path) ->
                 await until(lambda: hub.link.published >= 5, what="PUBACKs")
                 broker.kill()
                 broker.start()
-                centre = ResponseCentre("127.0.0.1", broker.port, client_id="rc-kill").start()
+                centre = ResponseCentre("127.0.0.1", broker.port, client_id="rc-kill",
+                                        receipt_keys=centre_keys).start()
                 want = {f"k{i}" for i in range(5)}
                 await until(lambda: want <= centre.seen_ids, 30, "alarms at the consumer")
                 await until(lambda: hub.outbox.depth() == 0, 30, "receipts")
@@ -155,7 +160,7 @@ def test_wrong_password_is_named_and_the_hub_keeps_buffering(workdir: Path) -> N
                 assert hub.outbox.ids() == ["p1"] and not hub.link.connected
             pw.write_text("right-pw\n")
             centre = ResponseCentre("127.0.0.1", broker.port, username="centre",
-                                    password="centre-pw").start()
+                                    password="centre-pw", receipt_keys=centre_keys).start()
             try:
                 async with running(make_hub(cfg)) as hub:
                     await until(lambda: "p1" in centre.seen_ids, what="p1 at the consumer")
@@ -188,7 +193,7 @@ def test_tls_with_a_self_signed_ca_and_client_certificate(workdir: Path) -> None
             cfg = write_config(workdir, broker.port, host="localhost", extra_mqtt=extra)
             centre = ResponseCentre("localhost", broker.port, tls_ca=str(tls.ca),
                                     tls_cert=str(tls.client_cert),
-                                    tls_key=str(tls.client_key)).start()
+                                    tls_key=str(tls.client_key), receipt_keys=centre_keys).start()
             try:
                 async with running(make_hub(cfg)) as hub:
                     await hub.emit(outgoing("alarm", "t1"))
@@ -308,7 +313,7 @@ class HubProcess:
 
 def test_hub_killed_after_store_before_puback_delivers_after_restart(workdir: Path) -> None:
     broker = Mosquitto(workdir / "broker").start()
-    centre = ResponseCentre("127.0.0.1", broker.port).start()
+    centre = ResponseCentre("127.0.0.1", broker.port, receipt_keys=centre_keys).start()
     cfg = write_config(workdir, broker.port)
     hub = HubProcess(cfg, workdir / "hub.log")
     try:
@@ -330,7 +335,7 @@ def test_hub_killed_after_store_before_puback_delivers_after_restart(workdir: Pa
 
 def test_hub_state_is_retained_with_heartbeat_and_offline_when_killed(workdir: Path) -> None:
     broker = Mosquitto(workdir / "broker").start()
-    centre = ResponseCentre("127.0.0.1", broker.port).start()
+    centre = ResponseCentre("127.0.0.1", broker.port, receipt_keys=centre_keys).start()
     hub = HubProcess(write_config(workdir, broker.port, keepalive=1), workdir / "hub.log")
     try:
         wait_sync(lambda: len([s for s in centre.hub_states if s["state"] == "online"]) >= 2,
@@ -343,7 +348,8 @@ def test_hub_state_is_retained_with_heartbeat_and_offline_when_killed(workdir: P
         # The will: within 1.5 keepalives the broker says the hub is gone.
         wait_sync(lambda: centre.hub_states[-1]["state"] == "offline", 10, "will message")
         # A late subscriber sees the retained state at once.
-        late = ResponseCentre("127.0.0.1", broker.port, client_id="late").start()
+        late = ResponseCentre("127.0.0.1", broker.port, client_id="late",
+                              receipt_keys=centre_keys).start()
         wait_sync(lambda: late.hub_states, 5, "retained state")
         assert late.hub_states[-1]["state"] == "offline"
         late.stop()
@@ -359,7 +365,7 @@ def test_network_cut_without_tcp_close_hub_notices_buffers_and_delivers(workdir:
         pytest.skip("network namespaces are not permitted here (needs CAP_NET_ADMIN)")
     with NetNs() as net:
         broker = Mosquitto(workdir / "broker", host=net.host_ip).start()
-        centre = ResponseCentre(net.host_ip, broker.port).start()
+        centre = ResponseCentre(net.host_ip, broker.port, receipt_keys=centre_keys).start()
         keepalive = 2
         log = workdir / "hub.log"
         hub = HubProcess(write_config(workdir, broker.port, host=net.host_ip,
@@ -397,7 +403,8 @@ def test_healthy_link_sends_each_message_once(workdir: Path) -> None:
 
     async def main() -> None:
         with Mosquitto(workdir / "broker") as broker:
-            centre = ResponseCentre("127.0.0.1", broker.port, group=None).start()
+            centre = ResponseCentre("127.0.0.1", broker.port, group=None,
+                                    receipt_keys=centre_keys).start()
             hub = make_hub(write_config(workdir, broker.port, window=20))
             try:
                 async with running(hub):
@@ -425,7 +432,7 @@ def test_hub_killed_at_random_points_in_bursts_loses_no_stored_alarm(workdir: Pa
 
     rng = random.Random(int(os.environ.get("CHAOS_SEED", "6")))
     broker = Mosquitto(workdir / "broker").start()
-    centre = ResponseCentre("127.0.0.1", broker.port).start()
+    centre = ResponseCentre("127.0.0.1", broker.port, receipt_keys=centre_keys).start()
     cfg = write_config(workdir, broker.port)
     stored: set[str] = set()
     try:
@@ -458,7 +465,7 @@ def test_full_filesystem_raises_a_technical_alarm_and_loses_no_alarm(workdir: Pa
 
     async def main() -> None:
         with Mosquitto(workdir / "broker") as broker:
-            centre = ResponseCentre("127.0.0.1", broker.port).start()
+            centre = ResponseCentre("127.0.0.1", broker.port, receipt_keys=centre_keys).start()
             try:
                 async with running(make_hub(write_config(workdir, broker.port))) as hub:
                     await hub.emit(outgoing("alarm", "f0"))
@@ -492,7 +499,8 @@ def test_budget_full_drops_telemetry_raises_technical_alarm_keeps_alarms(
 ) -> None:
     async def main() -> None:
         broker = Mosquitto(workdir / "broker").start()
-        centre = ResponseCentre("127.0.0.1", broker.port, group=None).start()
+        centre = ResponseCentre("127.0.0.1", broker.port, group=None,
+                                receipt_keys=centre_keys).start()
         cfg = write_config(workdir, broker.port, extra_mqtt="outbox_budget_mb = 0.02\n")
         try:
             async with running(make_hub(cfg)) as hub:
@@ -525,9 +533,10 @@ def test_consumer_receipts_only_to_the_site_of_the_topic(workdir: Path) -> None:
     import json
 
     with Mosquitto(workdir / "broker") as broker:
-        centre = ResponseCentre("127.0.0.1", broker.port, group=None).start()
+        centre = ResponseCentre("127.0.0.1", broker.port, group=None,
+                                receipt_keys=centre_keys).start()
         spy = ResponseCentre("127.0.0.1", broker.port, client_id="spy", group=None,
-                             receipts=False)
+                             receipts=False, receipt_keys=centre_keys)
         receipts: list[str] = []
         spy.client.on_connect = lambda c, *a: c.subscribe("tryggheim/v1/+/receipt", qos=1)
         spy.client.on_message = lambda c, u, m: receipts.append(m.topic)
@@ -555,7 +564,7 @@ def test_unconfirmed_alarms_are_bounded_per_priority_and_drain_in_order(workdir:
     async def main() -> None:
         with Mosquitto(workdir / "broker") as broker:
             centre = ResponseCentre("127.0.0.1", broker.port, receipts=False,
-                                    group=None).start()
+                                    group=None, receipt_keys=centre_keys).start()
             hub = make_hub(write_config(workdir, broker.port, window=10))
             try:
                 async with running(hub):

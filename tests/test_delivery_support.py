@@ -27,6 +27,13 @@ from hub.service import Hub
 from protocols import mqtt_schema, scaip
 
 SITE = "t-site"
+# The receipt key of the tests' hubs: a hub takes only receipts signed with its site's key.
+RECEIPT_KEY = bytes(range(32))
+
+
+def centre_keys(site: str) -> bytes:
+    """ResponseCentre(receipt_keys=centre_keys): sign every site's receipts with RECEIPT_KEY."""
+    return RECEIPT_KEY
 
 
 def open_for_broker(path: Path) -> Path:
@@ -40,8 +47,9 @@ def open_for_broker(path: Path) -> Path:
 
 def write_config(workdir: Path, port: int, host: str = "127.0.0.1", keepalive: int = 2,
                  window: int = 20, extra_mqtt: str = "", hub_id: str = "hub-t",
-                 extra: str = "", receipt_key: bytes | None = None) -> Path:
-    """A hub config; with `receipt_key`, the hub takes only receipts signed with it."""
+                 extra: str = "", receipt_key: bytes | None = RECEIPT_KEY) -> Path:
+    """A hub config; the hub takes only receipts signed with `receipt_key` (None: no
+    receipt_key_file, the default config)."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "hub.toml"
     if receipt_key is not None:

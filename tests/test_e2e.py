@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_mosquitto, requires_node
+from tests.test_delivery_support import RECEIPT_KEY, centre_keys
 from tools.mosquitto import Mosquitto
 from tools.response_centre import ResponseCentre
 from tools.vboard import Air, VirtualBoard
@@ -48,13 +49,13 @@ def test_button_press_reaches_response_centre_once(tmp_path: Path) -> None:
 def test_alarm_kept_while_broker_down_and_delivered_when_it_returns(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     air = Air(tmp_path / "air.sock")
-    config = write_hub_config(tmp_path, broker.port, DEFAULT_DEVICES)
+    config = write_hub_config(tmp_path, broker.port, DEFAULT_DEVICES, receipt_key=RECEIPT_KEY)
     hub = start_hub(config, tmp_path / "hub.log")
     pendant = None
     centre = None
     try:
         air.wait_for_listener(proc=hub)
-        centre = ResponseCentre("127.0.0.1", broker.port).start()
+        centre = ResponseCentre("127.0.0.1", broker.port, receipt_keys=centre_keys).start()
         broker.stop()  # the broker is down at the moment of the press
         d = DEFAULT_DEVICES[0]
         pendant = VirtualBoard(d.board_config(), mac=d.mac, radio=air).start()

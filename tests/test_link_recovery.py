@@ -21,6 +21,7 @@ from tests.conftest import requires_mosquitto
 from tests.test_delivery_support import (
     SITE,
     SilentRadio,
+    centre_keys,
     make_hub,
     open_for_broker,
     outgoing,
@@ -43,7 +44,7 @@ def workdir(tmp_path: Path) -> Path:
 def test_watchdog_rebuilds_the_client_when_pahos_thread_dies(workdir: Path) -> None:
     async def main() -> None:
         with Mosquitto(workdir / "broker") as broker:
-            centre = ResponseCentre("127.0.0.1", broker.port).start()
+            centre = ResponseCentre("127.0.0.1", broker.port, receipt_keys=centre_keys).start()
             try:
                 async with running(make_hub(write_config(workdir, broker.port))) as hub:
                     await hub.emit(outgoing("alarm", "w1"))
@@ -77,7 +78,8 @@ class SteppedClock(SystemClock):
 def test_a_backward_wall_clock_step_does_not_delay_re_sends(workdir: Path) -> None:
     async def main() -> None:
         with Mosquitto(workdir / "broker") as broker:
-            centre = ResponseCentre("127.0.0.1", broker.port, receipts=False).start()
+            centre = ResponseCentre("127.0.0.1", broker.port, receipts=False,
+                                    receipt_keys=centre_keys).start()
             clock = SteppedClock()
             hub = Hub(config.load(write_config(workdir, broker.port)), clock=clock)
             hub.scanner = SilentRadio()
@@ -111,7 +113,8 @@ def test_copies_for_a_receiver_that_never_confirms_do_not_hold_back_the_centre(
 
     async def main() -> None:
         with Mosquitto(workdir / "broker") as broker:
-            centre = ResponseCentre("127.0.0.1", broker.port, group=None).start()
+            centre = ResponseCentre("127.0.0.1", broker.port, group=None,
+                                    receipt_keys=centre_keys).start()
             rel_topic = f"tryggheim/v1/{SITE}/to/relatives/receipt"
             relatives = ResponseCentre(
                 "127.0.0.1", broker.port, site=SITE, receiver="relatives", client_id="rel",

@@ -21,11 +21,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hub import config
 from hub.commands import parse_command
 from protocols import mqtt_schema
 from tests.conftest import requires_mosquitto
 from tests.test_delivery_support import (
     SITE,
+    centre_keys,
     make_hub,
     open_for_broker,
     outgoing,
@@ -184,6 +186,70 @@ def test_only_the_centre_confirms_under_the_shipped_acl_and_forged_receipts_are_
 
 
 @requires_mosquitto
+def test_a_hub_with_the_default_config_refuses_unsigned_receipts(workdir: Path) -> None:
+    """No receipt_key_file: the hub makes the site's key (0600) and takes only receipts
+    signed with it; an unsigned one, from anyone, confirms nothing."""
+
+    async def main() -> None:
+        with Mosquitto(workdir / "broker") as broker:
+            cfg = write_config(workdir, broker.port, receipt_key=None)
+            unsigned = ResponseCentre("127.0.0.1", broker.port, client_id="rc-unsigned").start()
+            try:
+                async with running(make_hub(cfg)) as hub:
+                    await hub.emit(outgoing("alarm", "def1"))
+                    await until(lambda: "def1" in unsigned.seen_ids, what="delivery")
+                    await until(lambda: hub.link.refused_receipts.get("not signed", 0) >= 1,
+                                what="the unsigned receipt refused")
+                    assert "def1" in hub.outbox.ids()
+                    key_file = workdir / "var" / "receipt.key"
+                    assert key_file.stat().st_mode & 0o777 == 0o600
+                    unsigned.stop()
+                    # The centre that was given the key confirms.
+                    key = config.read_receipt_key(key_file)
+                    signed = ResponseCentre("127.0.0.1", broker.port, client_id="rc-signed",
+                                            receipt_keys={SITE: key}).start()
+                    try:
+                        await until(lambda: hub.outbox.depth() == 0, what="signed receipt")
+                    finally:
+                        signed.stop()
+                # The key is kept across restarts: the centre's copy stays valid.
+                async with running(make_hub(cfg)) as hub:
+                    assert hub.link.receipt_key == key
+            finally:
+                unsigned.stop()
+
+    asyncio.run(main())
+
+
+@requires_mosquitto
+def test_unsigned_receipts_only_by_explicit_lab_opt_out(
+    workdir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        with Mosquitto(workdir / "broker") as broker:
+            cfg = write_config(workdir, broker.port, receipt_key=None,
+                               extra_mqtt='receipts = "unsigned"\n')
+            centre = ResponseCentre("127.0.0.1", broker.port).start()
+            try:
+                async with running(make_hub(cfg)) as hub:
+                    await hub.emit(outgoing("alarm", "lab1"))
+                    await until(lambda: hub.outbox.depth() == 0, what="unsigned receipt")
+                    assert not (workdir / "var" / "receipt.key").exists()
+            finally:
+                centre.stop()
+
+    asyncio.run(main())
+    assert any(r.levelname == "ERROR" and "NOT verified" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_receipts_setting_is_checked(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, 1883, receipt_key=None, extra_mqtt='receipts = "maybe"\n')
+    with pytest.raises(config.ConfigError, match=r"hub.toml:\d+: mqtt.receipts: 'maybe'"):
+        config.load(cfg)
+
+
+@requires_mosquitto
 def test_refused_receipt_subscription_is_reported_not_silent(workdir: Path) -> None:
     """A broker whose ACL refuses the receipt subscription in the SUBACK (Mosquitto's
     dynamic-security plugin; acl_file grants it and filters instead, see the next test)."""
@@ -210,7 +276,7 @@ def test_refused_receipt_subscription_is_reported_not_silent(workdir: Path) -> N
                                extra='\n[admin]\nremote_commands = ["mute"]\n')
             centre = ResponseCentre("127.0.0.1", broker.port, username="response-centre",
                                     password="rc-pw", client_id="rc", receipts=False,
-                                    group=None).start()
+                                    group=None, receipt_keys=centre_keys).start()
             try:
                 async with running(make_hub(cfg)) as hub:
                     await until(lambda: hub.link.subscribed.get(RECEIPT) is False,
@@ -243,7 +309,8 @@ def test_poison_receipts_do_not_stop_delivery(workdir: Path) -> None:
 
     async def main() -> None:
         with Mosquitto(workdir / "broker") as broker:
-            centre = ResponseCentre("127.0.0.1", broker.port, receipts=False).start()
+            centre = ResponseCentre("127.0.0.1", broker.port, receipts=False,
+                                    receipt_keys=centre_keys).start()
             try:
                 cfg = write_config(workdir, broker.port,
                                    extra='\n[admin]\nremote_commands = ["ack"]\n')

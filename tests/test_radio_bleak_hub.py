@@ -14,6 +14,7 @@ from hub.service import Hub
 from tests.bluez_mock import BluezMock, requires_dbus
 from tests.conftest import requires_mosquitto
 from tests.test_acks_bleak import PENDANT, button_advert, until, write_config
+from tests.test_delivery_support import centre_keys
 from tools.mosquitto import Mosquitto
 from tools.response_centre import ResponseCentre
 
@@ -22,7 +23,7 @@ pytestmark = [requires_dbus, requires_mosquitto]
 
 def test_deaf_radio_raises_and_clears_a_technical_alarm(tmp_path: Path, broker: Mosquitto) -> None:
     bluez = BluezMock(tmp_path / "bluez").start()
-    centre = ResponseCentre("127.0.0.1", broker.port).start()
+    centre = ResponseCentre("127.0.0.1", broker.port, receipt_keys=centre_keys).start()
     try:
         bluez.add_adapter()
         cfg = config.load(write_config(tmp_path, broker.port))

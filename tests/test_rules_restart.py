@@ -19,6 +19,7 @@ from hub.store import DB_NAME
 from protocols import bthome
 from tests.conftest import requires_mosquitto
 from tests.test_admin import DEVICES, KEYS, SITE, write_config_dir
+from tests.test_delivery_support import centre_keys
 from tests.test_rules import OSLO, at
 from tools.mosquitto import Mosquitto
 from tools.response_centre import ResponseCentre
@@ -54,7 +55,7 @@ def test_pending_bed_exit_fires_at_its_time_after_a_hub_restart(tmp_path: Path,
     write_config_dir(d, broker.port)
     cfg = keys.attach(config.load(d))
     air = Air(d / "air.sock")
-    centre = ResponseCentre("127.0.0.1", broker.port, site=SITE).start()
+    centre = ResponseCentre("127.0.0.1", broker.port, site=SITE, receipt_keys=centre_keys).start()
     clock = ManualClock(at("2026-11-26 02:55"))
     def saved_state() -> str:
         # The rule state is committed with the messages in the hub's database (hub/store.py).
@@ -147,7 +148,7 @@ class Centre:
 def run_hub(d: Path, port: int, clock: ManualClock, body: Any) -> None:
     """One run of the hub on an injected clock, with a response centre on the broker."""
     air = Air(d / "air.sock")
-    centre = ResponseCentre("127.0.0.1", port, site=SITE).start()
+    centre = ResponseCentre("127.0.0.1", port, site=SITE, receipt_keys=centre_keys).start()
 
     async def main() -> None:
         hub = Hub(keys.attach(config.load(d)), clock=clock)

@@ -19,6 +19,7 @@ from typing import Any
 from hub import keys
 from hub.shelly import build_service_data
 from tests.conftest import requires_mosquitto
+from tests.test_delivery_support import RECEIPT_KEY, centre_keys, write_key
 from tests.test_shelly import PUB_BUTTON, PUB_MOTION
 from tools.mosquitto import Mosquitto
 from tools.response_centre import ResponseCentre
@@ -43,6 +44,7 @@ data_dir = "var"
 host = "127.0.0.1"
 port = {port}
 keepalive = 5
+receipt_key_file = "receipt.key"
 
 [radio]
 kind = "virtual"
@@ -78,6 +80,7 @@ inside = ["pir-1"]
 """
     path = workdir / "hub.toml"
     path.write_text(text)
+    write_key(workdir / "receipt.key", RECEIPT_KEY)
     keys.write(workdir / "keys.toml", {"door-1": DOOR_KEY, "pir-1": PUB_MOTION[2],
                                        "button-1": PUB_BUTTON[2]})
     return path
@@ -112,7 +115,7 @@ def test_shelly_door_motion_and_button_drive_the_rules(tmp_path: Path,
                                                         broker: Mosquitto) -> None:
     config = hub_config(tmp_path, broker.port)
     air = Air(tmp_path / "air.sock")
-    centre = ResponseCentre("127.0.0.1", broker.port).start()
+    centre = ResponseCentre("127.0.0.1", broker.port, receipt_keys=centre_keys).start()
     hub = start_hub(config, tmp_path / "hub.log")
     try:
         air.wait_for_listener(proc=hub)

@@ -37,6 +37,7 @@ from protocols import mqtt_schema
 from tools.mosquitto import Mosquitto
 
 SITE = "bench"
+RECEIPT_KEY = bytes(range(32))  # the bench centre signs its receipts, as a real one must
 DB_SUFFIX = "/var/outbox.sqlite"
 REPLAY_N = int(os.environ.get("BENCH_REPLAY_N", 100_000))
 
@@ -234,7 +235,7 @@ def bench_latency(d: Path, n: int = int(os.environ.get("BENCH_LATENCY_N", 300)))
             got[m.get("id", "")] = now
             arrived.notify_all()
         if m.get("kind") in mqtt_schema.RECEIPT_KINDS:  # like the response centre
-            body = mqtt_schema.receipt([m["id"]], SITE, "bench", "")
+            body = mqtt_schema.signed_receipt([m["id"]], SITE, "bench", "", RECEIPT_KEY)
             c.publish(mqtt_schema.topic(SITE, "receipt"), json.dumps(body), qos=1)
 
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="lat-sub", protocol=mqtt.MQTTv5)
@@ -268,10 +269,13 @@ def bench_latency(d: Path, n: int = int(os.environ.get("BENCH_LATENCY_N", 300)))
         key = os.urandom(16)
         mac = "C0:FF:EE:00:00:01"
         (d / "keys.toml").write_text(f'[keys]\n"pendant-1" = "{key.hex()}"\n')
+        (d / "receipt.key").write_text(RECEIPT_KEY.hex() + "\n")
+        os.chmod(d / "receipt.key", 0o600)
         os.chmod(d / "keys.toml", 0o600)
         (d / "hub.toml").write_text(
             f'[site]\nid = "{SITE}"\n[hub]\nid = "bench-hub"\ndata_dir = "var"\n'
-            f'[mqtt]\nport = {broker.port}\n[radio]\nkind = "virtual"\n\n'
+            f'[mqtt]\nport = {broker.port}\nreceipt_key_file = "receipt.key"\n'
+            '[radio]\nkind = "virtual"\n\n'
             f'[[device]]\nid = "pendant-1"\nrole = "pendant"\nmac = "{mac}"\n'
         )
         from hub.service import Hub
@@ -328,10 +332,13 @@ def _hub_dir(d: Path, port: int) -> tuple[Path, bytes, str]:
     key = os.urandom(16)
     mac = "C0:FF:EE:00:00:01"
     (d / "keys.toml").write_text(f'[keys]\n"pendant-1" = "{key.hex()}"\n')
+    (d / "receipt.key").write_text(RECEIPT_KEY.hex() + "\n")
+    os.chmod(d / "receipt.key", 0o600)
     os.chmod(d / "keys.toml", 0o600)
     (d / "hub.toml").write_text(
         f'[site]\nid = "{SITE}"\n[hub]\nid = "bench-hub"\ndata_dir = "var"\n'
-        f'[mqtt]\nport = {port}\n[radio]\nkind = "virtual"\n\n'
+        f'[mqtt]\nport = {port}\nreceipt_key_file = "receipt.key"\n'
+        '[radio]\nkind = "virtual"\n\n'
         f'[[device]]\nid = "pendant-1"\nrole = "pendant"\nmac = "{mac}"\n'
     )
     return d / "hub.toml", key, mac
@@ -372,7 +379,7 @@ def _fsync_child(cfg_path: Path, n: int) -> None:
 
     def receipt(c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
         m = json.loads(msg.payload)
-        body = mqtt_schema.receipt([m["id"]], SITE, "bench", "")
+        body = mqtt_schema.signed_receipt([m["id"]], SITE, "bench", "", RECEIPT_KEY)
         c.publish(mqtt_schema.topic(SITE, "receipt"), json.dumps(body), qos=1)
 
     centre.on_message = receipt

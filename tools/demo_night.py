@@ -40,7 +40,7 @@ from hub.watch import state_of, state_text
 from tools.mosquitto import Mosquitto
 from tools.response_centre import ResponseCentre
 from tools.vboard import Air, VirtualBoard
-from tools.virtual_home import HomeDevice, write_hub_config
+from tools.virtual_home import HomeDevice, receipt_key_of, write_hub_config
 
 TZ = ZoneInfo("Europe/Oslo")
 EVENING = date(2026, 11, 19)  # a Thursday night in November (no daylight-saving change)
@@ -278,6 +278,7 @@ class Night:
         self.devices = {d.id: d for d in HOME}
         self.broker: Mosquitto | None = None
         self.centre: ResponseCentre | None = None
+        self.receipt_keys: dict[str, bytes] = {}
         self.air: Air | None = None
         self.radio: CountingAir | None = None
         self.hub: NightHub | None = None
@@ -364,7 +365,10 @@ class Night:
         cfg = hub_keys.attach(hub_config.load(path))
         self.air = Air(wd / "air.sock")
         self.radio = CountingAir(self.air)
-        self.centre = ResponseCentre("127.0.0.1", self.broker.port).start()
+        # The centre signs its receipts with the site's key: the hub refuses unsigned ones.
+        self.receipt_keys = {cfg.site: receipt_key_of(path)}
+        self.centre = ResponseCentre("127.0.0.1", self.broker.port,
+                                     receipt_keys=self.receipt_keys).start()
         ready = threading.Event()
         failed: list[BaseException] = []
 
@@ -451,7 +455,8 @@ class Night:
         assert self.broker is not None
         self.broker.start()  # same port, same persistence
         # The centre comes back with its persistent session (same client id).
-        self.centre = ResponseCentre("127.0.0.1", self.broker.port).start()
+        self.centre = ResponseCentre("127.0.0.1", self.broker.port,
+                                     receipt_keys=self.receipt_keys).start()
         self.broker_is_up = True
         self._waited = 0.0
 

@@ -72,7 +72,8 @@ class ResponseCentre:
         self.receipts = receipts  # False: take messages but send no receipts (fault tests)
         self.session_expiry_s = session_expiry_s
         # Per-site receipt keys: receipts are signed (HMAC-SHA256, protocols/MQTT.md) when
-        # the site has one. None: unsigned receipts (a hub without a key takes them).
+        # the site has one. None: unsigned receipts (only a hub set to receipts = "unsigned",
+        # a lab set-up, takes them).
         self.receipt_keys = receipt_keys
         # A route's receiver (not the centre): its copies on .../to/<receiver>/<kind>, its
         # receipts on .../to/<receiver>/receipt (routes with confirms = true).

@@ -47,8 +47,11 @@ def write_hub_config(
     workdir: Path, mqtt_port: int, devices: list[HomeDevice], site: str = SITE,
     extra: str = "", receipt_key: bytes | None = None,
 ) -> Path:
-    """hub.toml and keys.toml for these devices; `extra`: more TOML (e.g. [rules]). With
-    `receipt_key` the hub takes only receipts signed with it (protocols/MQTT.md)."""
+    """hub.toml, keys.toml and receipt.key for these devices; `extra`: more TOML (e.g.
+    [rules]). The hub takes only receipts signed with `receipt_key` (protocols/MQTT.md);
+    without one a random key is written: read it back with receipt_key_of(path)."""
+    if receipt_key is None:
+        receipt_key = secrets.token_bytes(32)
     lines = [
         "[site]",
         f'id = "{site}"',
@@ -62,7 +65,7 @@ def write_hub_config(
         'host = "127.0.0.1"',
         f"port = {mqtt_port}",
         "keepalive = 5",
-        *(['receipt_key_file = "receipt.key"'] if receipt_key is not None else []),
+        'receipt_key_file = "receipt.key"',
         "",
         "[radio]",
         'kind = "virtual"',
@@ -71,16 +74,22 @@ def write_hub_config(
     for d in devices:
         lines += ["", "[[device]]", f'id = "{d.id}"', f'role = "{d.role}"', f'mac = "{d.mac}"',
                   f'room = "{d.room}"']
-    if receipt_key is not None:
-        key_file = workdir / "receipt.key"
-        key_file.write_text(receipt_key.hex() + "\n")
-        key_file.chmod(0o600)
+    key_file = workdir / "receipt.key"
+    key_file.write_text(receipt_key.hex() + "\n")
+    key_file.chmod(0o600)
     path = workdir / "hub.toml"
     path.write_text("\n".join(lines) + "\n" + extra)
     from hub import keys
 
     keys.write(workdir / "keys.toml", {d.id: d.key for d in devices})  # mode 0600
     return path
+
+
+def receipt_key_of(config: Path) -> bytes:
+    """The receipt key write_hub_config wrote beside `config`, for the centre to sign with."""
+    from hub.config import read_receipt_key
+
+    return read_receipt_key(config.parent / "receipt.key")
 
 
 def start_hub(
