@@ -285,3 +285,19 @@ def test_decisions_commit_in_order_with_their_state(tmp_path: Path) -> None:
     assert db.execute("SELECT msg_id, delivered FROM awaiting_receipt").fetchall() == [
         ("a1", 0)]
     assert ob.ids() == ["a1"] and ob.commits == 1
+
+
+def test_msg_id_has_one_index_so_each_alarm_writes_fewer_wal_pages(tmp_path: Path) -> None:
+    """Older hubs added an index on msg_id beside its UNIQUE constraint's own: one more WAL
+    page on every insert and delete, so more checkpoints (fsyncs) per alarm."""
+    path = tmp_path / "o.sqlite"
+    ob = Outbox(path)
+    ob._db.execute("CREATE INDEX outbox_id ON outbox(msg_id)")  # as an older hub left it
+    ob.close()
+    ob = Outbox(path)
+    names = {n for (n,) in ob._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "outbox_id" not in names
+    plan = ob._db.execute("EXPLAIN QUERY PLAN DELETE FROM outbox WHERE msg_id IN (?, ?)",
+                          ("a", "b")).fetchall()
+    assert "USING INDEX sqlite_autoindex_outbox" in str(plan)
+    ob.close()
