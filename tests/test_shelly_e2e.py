@@ -24,6 +24,7 @@ from tests.test_shelly import PUB_BUTTON, PUB_MOTION
 from tools.mosquitto import Mosquitto
 from tools.response_centre import ResponseCentre
 from tools.vboard.air import Air
+from tools.virtual_home import start_hub
 
 pytestmark = requires_mosquitto
 
@@ -84,12 +85,6 @@ inside = ["pir-1"]
     keys.write(workdir / "keys.toml", {"door-1": DOOR_KEY, "pir-1": PUB_MOTION[2],
                                        "button-1": PUB_BUTTON[2]})
     return path
-
-
-def start_hub(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    exe = shutil.which("tryggheim") or str(Path(sys.executable).with_name("tryggheim"))
-    out = open(log, "ab")
-    return subprocess.Popen([exe, "run", "--config", str(config)], stdout=out, stderr=out)
 
 
 def next_of(centre: ResponseCentre, kind: str, timeout: float = 20.0) -> dict[str, Any]:

@@ -266,18 +266,7 @@ def bench_latency(d: Path, n: int = int(os.environ.get("BENCH_LATENCY_N", 300)))
         pub.disconnect()
         pub.loop_stop()
 
-        key = os.urandom(16)
-        mac = "C0:FF:EE:00:00:01"
-        (d / "keys.toml").write_text(f'[keys]\n"pendant-1" = "{key.hex()}"\n')
-        (d / "receipt.key").write_text(RECEIPT_KEY.hex() + "\n")
-        os.chmod(d / "receipt.key", 0o600)
-        os.chmod(d / "keys.toml", 0o600)
-        (d / "hub.toml").write_text(
-            f'[site]\nid = "{SITE}"\n[hub]\nid = "bench-hub"\ndata_dir = "var"\n'
-            f'[mqtt]\nport = {broker.port}\nreceipt_key_file = "receipt.key"\n'
-            '[radio]\nkind = "virtual"\n\n'
-            f'[[device]]\nid = "pendant-1"\nrole = "pendant"\nmac = "{mac}"\n'
-        )
+        cfg_path, key, mac = _hub_dir(d, broker.port)
         from hub.service import Hub
 
         aes = AESCCM(key, tag_length=4)
@@ -292,7 +281,7 @@ def bench_latency(d: Path, n: int = int(os.environ.get("BENCH_LATENCY_N", 300)))
             return bytes((info,)) + sealed[:-4] + ctr + sealed[-4:]
 
         async def hub_rounds() -> list[float]:
-            hub = Hub(config.load(d / "hub.toml"))
+            hub = Hub(config.load(cfg_path))
             hub.scanner = SilentRadio()
             stop = asyncio.Event()
             task = asyncio.create_task(hub.run(stop))

@@ -49,6 +49,21 @@ class HilError(RuntimeError):
     pass
 
 
+def fresh_state(repl: Repl, config: dict[str, Any] | None) -> None:
+    """The test's config.json, and nothing else the firmware keeps on flash or in RTC memory
+    (counter mark, an unacknowledged alarm ...): that belongs to the previous test, and a
+    virtual board starts from a fresh flash too."""
+    if config is None:
+        if repl.exists("config.json"):
+            repl.remove("config.json")
+    else:
+        repl.write("config.json", json.dumps(config).encode())
+    for name, is_dir in repl.listdir(""):
+        if not is_dir and not name.endswith((".py", ".mpy")) and name not in KEEP_FILES:
+            repl.remove(name)
+    repl.exec("import machine\nmachine.RTC().memory(b'')")
+
+
 @dataclass
 class HilSerialBoard:
     config: dict[str, Any] | None
@@ -96,17 +111,7 @@ class HilSerialBoard:
         self._repl = Repl(self.port, wait_s=15, soft_reset=True)
         repl = self._repl
         self._sync_firmware(repl)
-        if self.config is None:
-            if repl.exists("config.json"):
-                repl.remove("config.json")
-        else:
-            repl.write("config.json", json.dumps(self.config).encode())
-        # What the firmware keeps on flash (counter mark, an unacknowledged alarm ...) belongs
-        # to the previous test: a virtual board starts with a fresh flash, and so does this.
-        for name, is_dir in repl.listdir(""):
-            if not is_dir and not name.endswith((".py", ".mpy")) and name not in KEEP_FILES:
-                repl.remove(name)
-        repl.exec("import machine\nmachine.RTC().memory(b'')")
+        fresh_state(repl, self.config)
         if self.mac is None:
             mac = repl.eval("(lambda b: (b.active(True), b.config('mac')[1])[1])"
                             "(__import__('bluetooth').BLE())")
@@ -465,15 +470,7 @@ class FixtureBoard:
         repl = Repl(self.port, wait_s=15, soft_reset=True)
         with tempfile.TemporaryDirectory(prefix="hil-") as build:
             install_app(repl, compile_app(Path(build)), keep=("boot.py",) + KEEP_FILES)
-        if self.config is None:
-            if repl.exists("config.json"):
-                repl.remove("config.json")
-        else:
-            repl.write("config.json", json.dumps(self.config).encode())
-        for name, is_dir in repl.listdir(""):
-            if not is_dir and not name.endswith((".py", ".mpy")) and name not in KEEP_FILES:
-                repl.remove(name)
-        repl.exec("import machine\nmachine.RTC().memory(b'')")
+        fresh_state(repl, self.config)
         mac = repl.eval("(lambda b: (b.active(True), b.config('mac')[1])[1])"
                         "(__import__('bluetooth').BLE())")
         self.mac = ":".join(f"{x:02X}" for x in bytes(mac))
