@@ -689,6 +689,9 @@ class MqttLink:
             # A window and more ahead: the next PUBACKs are answered from memory, without
             # a round trip to the database thread. Anything that could change the order (a
             # new message, a due re-send, a receipt, a reconnect) drops what was fetched.
+            # A fetch-ahead still running was asked for rows after ones sent since: its
+            # answer may repeat what this fetch returns, so it is dropped too.
+            self._ready_gen += 1
             self._ready.extend(await asyncio.to_thread(
                 self.outbox.next_batch, free + FETCH_AHEAD, *self._fetch_args(counts, now)))
         while free > 0 and self._ready and self.connected:
@@ -743,7 +746,10 @@ class MqttLink:
             log.exception("MQTT: fetching ahead from the outbox failed")
             return
         if gen == self._ready_gen and self._ready:
-            have = {r.seq for r in self._ready}
+            # Never a row that is held, out or acknowledged since the fetch was asked for.
+            have = {r.seq for r in self._ready} | {r.seq for r in self._inflight.values()}
+            have.update(self._done)
+            have.update(seq for seq, _ in self._waiting)
             self._ready.extend(r for r in rows if r.seq not in have)
             self._wake.set()
 
