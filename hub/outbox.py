@@ -47,6 +47,9 @@ RECEIPT_KINDS = frozenset(mqtt_schema.RECEIPT_KINDS)
 # Per-row bookkeeping on top of the message bytes (row header, index entries), so the budget
 # roughly matches the file; measured by tools/bench_outbox.py.
 ROW_OVERHEAD = 64
+# Room kept for alarms when the filesystem fills: more than the WAL can grow to
+# (hub/store.py WAL_LIMIT), since truncating the WAL to make room means it grows again.
+RESERVE_BYTES = 6 << 20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox(
@@ -80,11 +83,11 @@ class Decision:
 
     items: list[tuple[str, Outgoing]] = field(default_factory=list)  # (topic, message)
     counters: dict[str, int | None] = field(default_factory=dict)  # None: forget (new key)
-    rule_state: bytes | None = None  # the engine's snapshot after the decision
+    rule_state: store.RuleChanges | None = None  # the rule-state parts it changed
     acks: list[store.AckRow] = field(default_factory=list)  # "received" owed once stored
 
     def __bool__(self) -> bool:
-        return bool(self.items or self.counters or self.rule_state is not None or self.acks)
+        return bool(self.items or self.counters or self.rule_state or self.acks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +150,7 @@ class Outbox:
         self,
         path: str | Path | Database,
         budget_bytes: int | None = None,
-        reserve_bytes: int = 1 << 20,
+        reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         self._owns = not isinstance(path, Database)
         self.store = open_db(path)
@@ -236,9 +239,10 @@ class Outbox:
                         store.write_counters(db, d.counters)
                     if d.acks:
                         store.write_acks(db, d.acks, now)
-                snaps = [d.rule_state for d in decisions if d.rule_state is not None]
-                if snaps:
-                    store.write_rule_state(db, snaps[-1])
+                changes = store.merge_rule_changes(
+                    [d.rule_state for d in decisions if d.rule_state])
+                if changes:
+                    store.write_rule_state(db, changes)
                 freed, dropped = self._fit_budget(added)
         except (sqlite3.Error, OSError) as e:
             raise OutboxWriteError(f"{self.path}: cannot store message: {e}") from e
@@ -564,6 +568,8 @@ class GroupCommitter:
                     fut.set_result(None)
             if stored:
                 self.committed.set()
+                if not self._pending:
+                    await self._idle_checkpoint()
             if released:
                 self._tell("disk_full", f"{self.outbox.path.parent}: filesystem full, "
                            "reserve released for alarms", [])
@@ -581,6 +587,16 @@ class GroupCommitter:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.RETRY_MAX_S)
             self._wake.set()
+
+    async def _idle_checkpoint(self) -> None:
+        # Nothing waits to be stored: the WAL's checkpoint (three fsyncs) goes now rather
+        # than in the middle of the next alarm's commit (hub/store.py WAL_PAGES).
+        if self.outbox.store.since_checkpoint < store.IDLE_CHECKPOINT_AFTER:
+            return  # (read without the lock: the thread re-checks)
+        try:
+            await asyncio.to_thread(self.outbox.store.checkpoint_if_due)
+        except sqlite3.Error as e:
+            log.warning("outbox %s: checkpoint failed: %s", self.outbox.path, e)
 
     def _commit(self, decisions: list[Decision]) -> None:
         if self.hook is not None:

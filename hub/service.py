@@ -159,8 +159,7 @@ class Hub:
             dev = self.cfg.devices.get(out.device) if out.device else None
             scaip.annotate(out.payload, dev.role if dev else None)  # dty from the device's role
             items += route(self.cfg.site, self.cfg.routes, out)
-        snap = self.rule_store.take(self.rules)
-        return Decision(items, self.counters.take(), snap[1] if snap else None,
+        return Decision(items, self.counters.take(), self.rule_store.changes(self.rules),
                         self.acks.rows(outs)), outs
 
     def _dispatch(self, outs: list[Outgoing]) -> None:

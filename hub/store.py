@@ -41,6 +41,15 @@ DB_NAME = "outbox.sqlite"  # in the data directory; the name predates the other 
 FILE_MODE = 0o600
 KEEP_DAMAGED = 2  # damaged files kept aside for inspection; older ones are removed
 _SIDECARS = ("-wal", "-shm", "-journal")
+# A checkpoint costs three fsyncs of its own (the WAL before, the database after, the WAL's
+# new header). An alarm's whole life (stored, sent, waiting, confirmed, told) writes ~20 WAL
+# pages, so SQLite's default of a checkpoint every 1000 pages comes every ~50 alarms. The
+# hub checkpoints sooner, while it is idle (GroupCommitter): an alarm then waits for its own
+# commit's fsync only; the automatic one is the backstop for a long burst. The WAL stays
+# within WAL_LIMIT, inside the disk-full reserve (hub/outbox.py RESERVE_BYTES).
+WAL_PAGES = 1000
+WAL_LIMIT = 5 << 20
+IDLE_CHECKPOINT_AFTER = 150  # transactions (~750 pages) since the last checkpoint
 
 # Tables other than the outbox itself (hub/outbox.py creates that one). The acks table keeps
 # alarms the device was told "received" for, until "help is coming" has reached it
@@ -57,6 +66,7 @@ CREATE TABLE IF NOT EXISTS awaiting_receipt(
   delivered INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS rule_state(id INTEGER PRIMARY KEY CHECK (id = 1), snapshot BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS rule_items(key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -134,6 +144,7 @@ class Database:
         self.problems: list[Problem] = []
         self.salvaged = 0
         self.lock = threading.RLock()
+        self.since_checkpoint = 0  # transactions committed since the last checkpoint
         self.marker = self.path.with_name(self.path.name + ".id")
         damaged: Path | None = None
         if not self.memory:
@@ -163,8 +174,8 @@ class Database:
             # synchronous is per connection and not stored in the file: set it on every open.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA journal_size_limit=1048576")
-            conn.execute("PRAGMA wal_autocheckpoint=200")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
         except BaseException:
@@ -287,6 +298,7 @@ class Database:
                 try:
                     yield self.conn
                     self.conn.execute("COMMIT")
+                    self.since_checkpoint += 1
                 except BaseException:
                     if self.conn.in_transaction:
                         self.conn.execute("ROLLBACK")
@@ -294,6 +306,16 @@ class Database:
             finally:
                 if not durable:
                     self.conn.execute("PRAGMA synchronous=FULL")
+
+    def checkpoint_if_due(self) -> bool:
+        """Checkpoint the WAL if enough was written since the last one (called when nothing
+        waits for the database). True if it ran."""
+        with self.lock:
+            if self.since_checkpoint < IDLE_CHECKPOINT_AFTER:
+                return False
+            self.since_checkpoint = 0
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return True
 
     def files_bytes(self) -> int:
         """The database with its WAL and shared-memory files, as the disk sees them."""
@@ -350,8 +372,32 @@ def write_acks(db: sqlite3.Connection, rows: list[AckRow], now: float) -> None:
                " awaiting_receipt) - ?", (MAX_ACK_ROWS,))
 
 
-def write_rule_state(db: sqlite3.Connection, snapshot: bytes) -> None:
-    db.execute("INSERT OR REPLACE INTO rule_state(id, snapshot) VALUES (1, ?)", (snapshot,))
+# The rule state is kept as one row per part (hub/rules/store.py): a decision writes the
+# parts it changed, so its cost does not grow with the number of alarms held. A change set
+# maps a part's key to its JSON, or to None to delete it; with FULL in it, every part not in
+# it goes (the state was rebuilt, e.g. taken over from the one-row format of older hubs).
+FULL = "*"
+RuleChanges = dict[str, "bytes | None"]
+
+
+def write_rule_state(db: sqlite3.Connection, changes: RuleChanges) -> None:
+    if FULL in changes:
+        db.execute("DELETE FROM rule_items")
+        db.execute("DELETE FROM rule_state")
+    db.executemany("DELETE FROM rule_items WHERE key = ?",
+                   [(k,) for k, v in changes.items() if v is None and k != FULL])
+    db.executemany("INSERT OR REPLACE INTO rule_items(key, value) VALUES (?, ?)",
+                   [(k, v) for k, v in changes.items() if v is not None])
+
+
+def merge_rule_changes(sets: Sequence[RuleChanges]) -> RuleChanges:
+    """Several decisions' change sets, in order, as one (a group commit writes it once)."""
+    merged: RuleChanges = {}
+    for c in sets:
+        if FULL in c:
+            merged = {}
+        merged.update(c)
+    return merged
 
 
 def mark_delivered(db: sqlite3.Connection, msg_ids: list[str]) -> None:

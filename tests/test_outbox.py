@@ -277,11 +277,12 @@ def test_decisions_commit_in_order_with_their_state(tmp_path: Path) -> None:
     from hub.outbox import Decision
 
     ob = Outbox(tmp_path / "o.sqlite")
-    ob.commit([Decision([msg("alarm", "a1")], {"d1": 5}, b'{"s": 1}', [("a1", "d1", 5, b"x")]),
-               Decision([], {"d1": None, "d2": 9}, b'{"s": 2}')], 0.0)
+    ob.commit([Decision([msg("alarm", "a1")], {"d1": 5}, {"x": b"1", "y": b"1"},
+                        [("a1", "d1", 5, b"x")]),
+               Decision([], {"d1": None, "d2": 9}, {"x": b"2", "y": None})], 0.0)
     db = ob.store.conn
     assert db.execute("SELECT device, counter FROM counters").fetchall() == [("d2", 9)]
-    assert db.execute("SELECT snapshot FROM rule_state").fetchone() == (b'{"s": 2}',)
+    assert db.execute("SELECT key, value FROM rule_items").fetchall() == [("x", b"2")]
     assert db.execute("SELECT msg_id, delivered FROM awaiting_receipt").fetchall() == [
         ("a1", 0)]
     assert ob.ids() == ["a1"] and ob.commits == 1

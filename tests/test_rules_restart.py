@@ -14,6 +14,7 @@ from typing import Any
 
 from hub import config, keys
 from hub.clock import ManualClock
+from hub.rules.store import read_snapshot
 from hub.service import Hub
 from hub.store import DB_NAME
 from protocols import bthome
@@ -61,10 +62,10 @@ def test_pending_bed_exit_fires_at_its_time_after_a_hub_restart(tmp_path: Path,
         # The rule state is committed with the messages in the hub's database (hub/store.py).
         db = sqlite3.connect(cfg.data_dir / DB_NAME)
         try:
-            row = db.execute("SELECT snapshot FROM rule_state").fetchone()
+            snap = read_snapshot(db)
         finally:
             db.close()
-        return bytes(row[0]).decode() if row else ""
+        return json.dumps(snap, separators=(",", ":")) if snap else ""
 
     def bed_alarms() -> list[dict[str, Any]]:
         out = []

@@ -26,6 +26,9 @@ class AlarmBook:
         self.tz = tz
         self.new_id = new_id
         self.active: dict[str, dict[str, Any]] = {}
+        # Causes changed since the rule state was last taken (hub/rules/store.py writes only
+        # those); None: any may have changed (restored, clock shifted).
+        self.touched: set[str] | None = None
 
     def is_active(self, cause: str) -> bool:
         return cause in self.active
@@ -44,6 +47,7 @@ class AlarmBook:
         if cause in self.active:
             return []
         alarm_id = self.new_id()
+        self._touch(cause)
         self.active[cause] = {
             "alarm_id": alarm_id, "kind": kind, "type": type_, "device": device,
             "priority": priority, "raised_at": now, "acknowledged_at": None,
@@ -58,6 +62,7 @@ class AlarmBook:
         if a is None:
             return []
         a["reminders"] += 1
+        self._touch(cause)
         return [self._msg(a["kind"], f"{a['alarm_id']}.r{a['reminders']}", a["device"],
                           a["type"], a["priority"], now, alarm_id=a["alarm_id"],
                           state="reminder", cause=cause, raised=iso(a["raised_at"], self.tz),
@@ -67,6 +72,7 @@ class AlarmBook:
         a = self.active.pop(cause, None)
         if a is None:
             return []
+        self._touch(cause)
         kind = "alarm_cleared" if a["kind"] == CARE else a["kind"]
         return [self._msg(kind, f"{a['alarm_id']}.cleared", a["device"], a["type"],
                           a["priority"], now, alarm_id=a["alarm_id"], state="cleared",
@@ -78,6 +84,7 @@ class AlarmBook:
             if a["alarm_id"] == alarm_id and a["acknowledged_at"] is None:
                 a["acknowledged_at"] = now
                 a["acknowledged_by"] = by
+                self._touch(cause)
                 return [self._msg("status", f"{alarm_id}.ack", a["device"], a["type"],
                                   mqtt_schema.PRIORITY_INFO, now, alarm_id=alarm_id,
                                   state="acknowledged", cause=cause, by=by)]
@@ -87,9 +94,15 @@ class AlarmBook:
         for cause in [c for c, a in self.active.items()
                       if a["expires_at"] is not None and now >= a["expires_at"]]:
             del self.active[cause]
+            self._touch(cause)
+
+    def _touch(self, cause: str) -> None:
+        if self.touched is not None:
+            self.touched.add(cause)
 
     def shift(self, delta: float, since: float) -> None:
         """The wall clock stepped (RuleEngine.clock_stepped): instants move with it."""
+        self.touched = None
         for a in self.active.values():
             for k in ("raised_at", "acknowledged_at", "expires_at"):
                 v = a.get(k)

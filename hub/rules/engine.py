@@ -170,6 +170,7 @@ class RuleEngine:
             raise ValueError(f"rule state version {snap.get('version')!r} is not {STATE_VERSION}")
         self.state = dict(snap.get("rules", {}))
         self.book.active = dict(snap.get("active", {}))
+        self.book.touched = None
         self.last_values = dict(snap.get("last_values", {}))
         self.seen = dict(snap.get("seen", {}))
         keys = {r.key for r in self.rules}

@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hub import store as db_store
 from hub.store import Database
@@ -29,6 +29,64 @@ log = logging.getLogger(__name__)
 
 
 LEGACY_FILE = "rules_state.json"
+# Part keys in the database (hub/store.py rule_items).
+HEADER = "header"
+RULE = "rule/"
+ALARM = "alarm/"
+DEVICE = "device/"
+
+
+def _dump(v: Any) -> bytes:
+    return json.dumps(v, separators=(",", ":"), sort_keys=True).encode()
+
+
+def split(snap: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot (RuleEngine.snapshot) as its parts: one per rule, alarm and device."""
+    parts: dict[str, Any] = {HEADER: {"version": snap.get("version"), "site": snap.get("site")}}
+    for k, v in snap.get("rules", {}).items():
+        parts[RULE + k] = v
+    for k, v in snap.get("active", {}).items():
+        parts[ALARM + k] = v
+    values, seen = snap.get("last_values", {}), snap.get("seen", {})
+    for dev in set(values) | set(seen):
+        parts[DEVICE + dev] = {"values": values.get(dev), "seen": seen.get(dev)}
+    return parts
+
+
+def join(parts: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot the parts were split from. Raises ValueError for a part it cannot use."""
+    head = parts.get(HEADER)
+    if not isinstance(head, dict):
+        raise ValueError("no header part")
+    snap: dict[str, Any] = {**head, "rules": {}, "active": {}, "last_values": {}, "seen": {}}
+    for key, v in parts.items():
+        if key.startswith(RULE):
+            snap["rules"][key[len(RULE):]] = v
+        elif key.startswith(ALARM):
+            snap["active"][key[len(ALARM):]] = v
+        elif key.startswith(DEVICE):
+            if not isinstance(v, dict):
+                raise ValueError(f"part {key!r} is not an object")
+            if v.get("values") is not None:
+                snap["last_values"][key[len(DEVICE):]] = v["values"]
+            if v.get("seen") is not None:
+                snap["seen"][key[len(DEVICE):]] = v["seen"]
+        elif key != HEADER:
+            raise ValueError(f"unknown part {key!r}")
+    return snap
+
+
+def read_rows(conn: sqlite3.Connection) -> dict[str, bytes]:
+    return {str(k): bytes(v) for k, v in conn.execute("SELECT key, value FROM rule_items")}
+
+
+def read_snapshot(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """The rule state in a database (either format), or None if it holds none."""
+    rows = read_rows(conn)
+    if rows:
+        return join({k: json.loads(v) for k, v in rows.items()})
+    row = conn.execute("SELECT snapshot FROM rule_state WHERE id = 1").fetchone()
+    return json.loads(bytes(row[0])) if row else None
 
 
 class RuleStateStore:
@@ -39,37 +97,57 @@ class RuleStateStore:
         self.saves = 0
         self._seq = 0
         self._written = 0
+        # In the database: each part's JSON as last taken (in decision order, so as it
+        # will be on disk once those decisions commit): a decision writes what differs.
+        self._parts: dict[str, bytes] = {}
+        self._rebuild = False  # the next change set replaces every part (FULL)
 
     def load_into(self, engine: RuleEngine) -> bool:
         if self.db is None:
             return self._load_file(engine)
         with self.db.lock:
-            row = self.db.conn.execute("SELECT snapshot FROM rule_state WHERE id = 1").fetchone()
-        if row is None:
+            try:
+                rows = read_rows(self.db.conn)
+                old = (None if rows else self.db.conn.execute(
+                    "SELECT snapshot FROM rule_state WHERE id = 1").fetchone())
+            except sqlite3.Error as e:
+                log.error("rule state in %s unreadable (%s): starting fresh", self.db.path, e)
+                self._rebuild = True
+                return False
+        if not rows and old is None:
             # An older hub kept the state in a file: take it over (it is committed with the
             # next decision), then move the file out of the way.
             if not self._load_file(engine):
                 return False
-            engine.changed = True
+            self._rebuild = engine.changed = True
             try:
                 os.replace(self.path, self.path.with_suffix(".imported"))
             except OSError:
                 pass
             return True
         try:
-            engine.restore(json.loads(bytes(row[0])))
+            engine.restore(join({k: json.loads(v) for k, v in rows.items()}) if rows
+                           else json.loads(bytes(old[0])) if old is not None else {})
         except (ValueError, TypeError, AttributeError) as e:
             aside = self.path.with_suffix(".corrupt")
             log.error("rule state in %s unreadable (%s): kept as %s, starting fresh",
                       self.db.path, e, aside)
+            kept = bytes(old[0]) if old is not None else b"\n".join(
+                k.encode() + b" " + v for k, v in sorted(rows.items()))
             try:
                 fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with open(fd, "wb") as f:
-                    f.write(bytes(row[0]))
+                    f.write(kept)
             except OSError:
                 pass
+            self._rebuild = True
             return False
-        engine.changed = False
+        if rows:
+            self._parts = rows
+            engine.changed = False
+        else:  # the one-row format of older hubs: rewritten as parts with the next decision
+            self._rebuild = engine.changed = True
+        engine.book.touched = set() if rows else None
         return True
 
     def _load_file(self, engine: RuleEngine) -> bool:
@@ -91,14 +169,50 @@ class RuleStateStore:
         return True
 
     def take(self, engine: RuleEngine) -> tuple[int, bytes] | None:
-        """A numbered snapshot if the state changed: the hub commits `snap[1]` with the
-        decision's messages; standalone, `write` it once they are durable."""
+        """A numbered whole snapshot if the state changed (standalone: `write` it once the
+        messages are durable)."""
         if not engine.changed:
             return None
         engine.changed = False
         self._seq += 1
-        return self._seq, json.dumps(engine.snapshot(), separators=(",", ":"),
-                                     sort_keys=True).encode()
+        return self._seq, _dump(engine.snapshot())
+
+    def changes(self, engine: RuleEngine) -> db_store.RuleChanges | None:
+        """In the database: the parts the state changed since the last call, for the hub to
+        commit with the decision's messages. Only the alarms the book touched are looked at,
+        so the cost follows what changed, not how many alarms are held."""
+        if not engine.changed:
+            return None
+        engine.changed = False
+        book = engine.book
+        touched, book.touched = book.touched, set()
+        snap = engine.snapshot()
+        active = snap.pop("active")
+        now = split({**snap, "active": {}})
+        if touched is None:
+            now.update((ALARM + c, a) for c, a in active.items())
+        out: db_store.RuleChanges = {}
+        if self._rebuild:
+            self._rebuild = False
+            self._parts = {}
+            out[db_store.FULL] = None
+        for key, v in now.items():
+            data = _dump(v)
+            if self._parts.get(key) != data:
+                self._parts[key] = out[key] = data
+        for c in touched or ():
+            key = ALARM + c
+            if c in active:
+                data = _dump(active[c])
+                if self._parts.get(key) != data:
+                    self._parts[key] = out[key] = data
+            elif self._parts.pop(key, None) is not None:
+                out[key] = None
+        for key in [k for k in self._parts if k not in now
+                    and (touched is None or not k.startswith(ALARM))]:
+            del self._parts[key]
+            out[key] = None
+        return out or None
 
     def write(self, snap: tuple[int, bytes] | None) -> None:
         """Write a snapshot unless a newer one is already on disk. Never raises: the alarms
@@ -107,8 +221,10 @@ class RuleStateStore:
             return
         try:
             if self.db is not None:
+                parts = {k: _dump(v) for k, v in split(json.loads(snap[1])).items()}
                 with self.db.transaction() as db:
-                    db_store.write_rule_state(db, snap[1])
+                    db_store.write_rule_state(db, {db_store.FULL: None, **parts})
+                self._parts, self._rebuild = parts, False
             else:
                 self._write(snap[1])
         except (OSError, sqlite3.Error) as e:
