@@ -24,6 +24,7 @@ device's next accepted advert; the hub turns it into a technical alarm.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -64,6 +65,10 @@ class Report:
     packet_id: int | None
     counter: int | None = None  # encryption counter; None for a key-less (plain) device
     trigger: bool = False  # device-info trigger flag: set on events, clear on heartbeats
+    # The same for every copy of this one advert and for no other (advert_id): a press's
+    # alarm takes it as its id, so the device's repeat of a press the hub already delivered
+    # (after its database was lost) is de-duplicated by the centre, not a second call.
+    advert_id: str | None = None
 
     @property
     def heartbeat(self) -> bool:
@@ -205,7 +210,7 @@ class AdvertDecoder:
         self.stats["accepted"] += 1
         return Report(
             device, advert.received_at, advert.rssi, values, values.get("packet_id"), counter,
-            bool(svc[0] & bthome.INFO_TRIGGER),
+            bool(svc[0] & bthome.INFO_TRIGGER), advert_id(peer.mac6, svc),
         )
 
     def _decode_plain(self, peer: _Peer, advert: Advert) -> Report | None:
@@ -229,6 +234,13 @@ class AdvertDecoder:
         return Report(
             peer.device, advert.received_at, advert.rssi, values, packet_id, None, decoded.trigger
         )
+
+
+def advert_id(mac6: bytes, svc: bytes) -> str:
+    """An id for one encrypted advert: a hash of the device's address and the frame. The
+    frame holds the counter (never reused with a key) and the MIC (made with the key), so a
+    new press, or the same counter under a new key, gets a new id."""
+    return hashlib.blake2b(mac6 + svc, digest_size=16, person=b"tryggheim-advert").hexdigest()
 
 
 def _power_of_ten(n: int) -> bool:

@@ -55,6 +55,7 @@ from hub.config import MqttSettings, Receiver, read_receipt_key
 from hub.outbox import Outbox, Row
 from hub.routing import CENTRE, receiver_of
 from hub.rules.outgoing import Outgoing, new_id
+from hub.store import is_damage
 from hub.tasks import cancel_and_wait
 from protocols import mqtt_schema
 
@@ -257,6 +258,7 @@ class MqttLink:
         self.last_error: str | None = None
         self.on_delivered: list[DeliveredCallback] = []
         self.status_provider: StatusProvider | None = None
+        self.on_store_damage: Callable[[BaseException], None] | None = None
         self.receipt_key = (read_receipt_key(settings.receipt_key_file)
                             if settings.receipt_key_file else None)
         # Without a key no receipt is taken (the config requires one), unless receipts =
@@ -635,8 +637,10 @@ class MqttLink:
                 await self._pump_round()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as e:
                 log.exception("MQTT pump round failed; retrying")
+                if is_damage(e) and self.on_store_damage is not None:
+                    self.on_store_damage(e)  # the hub stops (hub/service.py)
                 await asyncio.sleep(0.5)
                 self._wake.set()
 

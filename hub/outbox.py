@@ -561,6 +561,11 @@ class GroupCommitter:
                 stored, released = await asyncio.to_thread(self._store, decisions)
             except Exception as e:
                 stored, released, error = 0, False, str(e)
+                if store.is_damage(e):
+                    # Retrying a damaged file cannot help: the hub stops and its next start
+                    # sets the file aside (hub/store.py found_damaged). The decisions were
+                    # not acknowledged: the devices repeat them to the next run.
+                    self._tell("damaged", error, [i for d in decisions for i in d.items])
             else:
                 error = "" if stored == len(decisions) else "filesystem full"
             for _, fut in batch[:stored]:

@@ -89,6 +89,9 @@ class Hub:
             site=cfg.site, tz=cfg.timezone,
         )
         self.link.status_provider = self.status
+        self.link.on_store_damage = self._store_damaged
+        self.fatal = ""  # why the hub stopped by itself (run_forever exits non-zero)
+        self._stop: asyncio.Event | None = None
         # Delivery hooks (docs/DELIVERY.md). on_stored: the message is durable on the hub
         # ("received"); on_delivered(msg_id, payload): the response centre's receipt came
         # back ("help is coming"). Both run in the event loop and must not block.
@@ -255,7 +258,24 @@ class Hub:
         elif self._fill_alarm and fill < 0.6:
             self._fill_alarm = False  # re-armed: the next filling is news again
 
+    def _store_damaged(self, e: BaseException | str) -> None:
+        """The database is damaged (SQLite says so while the hub runs): stop, so that the
+        next start sets it aside and starts on a fresh one (systemd restarts the hub,
+        hub/store.py found_damaged). Told to the centre live, best effort, first."""
+        if self.fatal:
+            return
+        self.fatal = f"database damaged: {e}"
+        self.db.found_damaged(e if isinstance(e, BaseException) else RuntimeError(e))
+        tech = self._technical("store_damaged", state="raised", detail=self.fatal,
+                               salvaged=0)
+        self.link.publish_live(mqtt_schema.topic(self.cfg.site, tech.kind), tech.payload)
+        if self._stop is not None:
+            self._stop.set()
+
     def _store_problem(self, problem: str, detail: str, held: list[tuple[str, Outgoing]]) -> None:
+        if problem == "damaged":
+            self._store_damaged(detail)
+            return
         if problem == "disk_full":
             # Stored thanks to the reserve; say so while there is still room to say it.
             self._spawn(self._technical("outbox_disk_full", detail=detail))
@@ -278,6 +298,9 @@ class Hub:
         return {
             "hub": self.cfg.hub_id,
             "time": iso(now, self.cfg.timezone),
+            # Changes only when the database is replaced; `new`: this run started on a new,
+            # empty one (expected once, at installation; else stored messages may be lost).
+            "store": {"generation": self.db.generation, "new": self.db.created},
             "outbox": {
                 "depth": st.depth, "awaiting_receipt": st.awaiting_receipt,
                 "used_bytes": st.used_bytes, "budget_bytes": st.budget_bytes,
@@ -313,6 +336,7 @@ class Hub:
         self.db.problems.clear()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         self.committer.start()
         self._store_opened()
         self.acks.start()
@@ -357,5 +381,7 @@ def run_forever(cfg: HubConfig, capture: Path | None = None) -> None:
         # `systemctl reload` / kill -HUP: re-read the configuration, all or nothing.
         loop.add_signal_handler(signal.SIGHUP, hub.admin.reload_from_signal)
         await hub.run(stop)
+        if hub.fatal:
+            raise SystemExit(f"tryggheim: stopped: {hub.fatal}")
 
     asyncio.run(main())

@@ -231,7 +231,7 @@ def decode(dec: AdvertDecoder, peer: _Peer, advert: Advert) -> Report | None:
     st.packet_id = packet_id
     dec.stats["accepted"] += 1
     report: Report = d.Report(device, advert.received_at, advert.rssi, values, packet_id, counter,
-                              trigger)
+                              trigger, d.advert_id(peer.mac6, advert.service_data))
     return report
 
 

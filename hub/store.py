@@ -90,6 +90,18 @@ def create_private(path: Path, mode: int = FILE_MODE) -> None:
     os.close(fd)
 
 
+def is_damage(e: BaseException | None) -> bool:
+    """SQLite says the file itself is damaged (not full, not locked): retrying cannot help."""
+    while e is not None:
+        if isinstance(e, sqlite3.DatabaseError) and (
+                getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT,
+                                                         sqlite3.SQLITE_NOTADB)
+                or "malformed" in str(e)):
+            return True
+        e = e.__cause__
+    return False
+
+
 def set_aside(path: Path, why: str) -> Path:
     """Rename a damaged file (and its SQLite side files) out of the way, keeping it."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -145,7 +157,10 @@ class Database:
         self.salvaged = 0
         self.lock = threading.RLock()
         self.since_checkpoint = 0  # transactions committed since the last checkpoint
+        self.generation = ""  # this file's id (also in the marker beside it)
+        self.created = False  # a new, empty database was started at this open
         self.marker = self.path.with_name(self.path.name + ".id")
+        self.damage_marker = self.path.with_name(self.path.name + ".damage-found")
         damaged: Path | None = None
         if not self.memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,17 +208,44 @@ class Database:
                           " before the hub stopped may be lost")
             if self.path.exists():
                 self.path.unlink()
+            self.damage_marker.unlink(missing_ok=True)
             for s in _SIDECARS:
                 self.path.with_name(self.path.name + s).unlink(missing_ok=True)
             return None
         if not exists:
+            self.damage_marker.unlink(missing_ok=True)
             return None
         why = _check(self.path)
+        found = self._read_damage_marker()
+        if why is None and found is not None:
+            # A running hub hit the damage and stopped (`found_damaged`); whatever
+            # quick_check says now, the file is not trusted again.
+            why = f"found damaged while running: {found}"
         if why is None:
             return None
         aside = set_aside(self.path, why)
+        self.damage_marker.unlink(missing_ok=True)
         self._problem("store_damaged", f"{self.path}: {why}; set aside as {aside.name}")
         return aside
+
+    def _read_damage_marker(self) -> str | None:
+        try:
+            return self.damage_marker.read_text(errors="replace").strip()[:500] or "damaged"
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            return f"marker unreadable: {e}"
+
+    def found_damaged(self, e: BaseException) -> None:
+        """SQLite found the file damaged while the hub runs. Recorded beside it so that the
+        next start sets it aside, salvages what it can and reports `store_damaged`, as for
+        damage found at start; the hub then stops (hub/service.py) and systemd restarts it."""
+        log.critical("%s is damaged (%s): the hub stops; the next start sets it aside",
+                     self.path, e)
+        try:
+            write_file_durably(self.damage_marker, str(e).encode()[:500] + b"\n")
+        except OSError as err:
+            log.error("cannot write %s: %s", self.damage_marker, err)
 
     def _problem(self, type_: str, detail: str) -> None:
         log.error("store: %s: %s", type_, detail)
@@ -224,6 +266,9 @@ class Database:
         if row is None:
             gen = uuid.uuid4().hex
             self.conn.execute("INSERT INTO meta VALUES ('generation', ?)", (gen,))
+            # Also what a deleted data directory (marker and all) looks like: the hub's state
+            # says so (service.py `status`), and the centre sees the generation change.
+            self.created = True
             if expected is not None and not self.problems:
                 # The file exists but is empty of our tables: truncated or replaced.
                 self._problem("store_missing", f"{self.path} was replaced by an empty file"
@@ -233,6 +278,7 @@ class Database:
             if expected is not None and expected != gen:
                 self._problem("store_missing", f"{self.path} is not the file the hub last"
                               f" used (generation {gen}, {expected} expected): an old copy?")
+        self.generation = gen
         if expected != gen:
             self._write_marker(gen)
 

@@ -371,3 +371,25 @@ def test_a_failing_counter_store_does_not_stop_adverts(tmp_path: Path) -> None:
     store._db.execute("PRAGMA query_only = OFF")
     assert store.flush() is True
     assert CounterStore(tmp_path / "c.sqlite").last("pendant-1") == 2
+
+
+def test_each_advert_has_its_own_stable_id_and_a_press_alarm_takes_it() -> None:
+    """After the hub lost its database, a pendant's repeat of a press the centre already has
+    is accepted again (the counter is gone with it). Before, it became a second alarm with a
+    new random id; with the advert's id it is the same alarm, which the centre drops."""
+    from hub.rules import RuleEngine
+    from tests.test_rules import OSLO
+
+    a1, a1_again, a2 = decoder().decode(adv(frame(7))), decoder().decode(adv(frame(7))), \
+        decoder().decode(adv(frame(8)))
+    other_key = AdvertDecoder({MAC: Device("pendant-1", "pendant", MAC, "hall", bytes(16))})
+    rekeyed = other_key.decode(adv(frame(7, key=bytes(16))))
+    assert a1 and a1_again and a2 and rekeyed
+    assert a1.advert_id == a1_again.advert_id  # the same frame, by a hub that forgot it
+    assert len({a1.advert_id, a2.advert_id, rekeyed.advert_id}) == 3  # new press, new key
+    ids = []
+    for r in (a1, a1_again):
+        engine = RuleEngine("home-1", OSLO)  # a fresh hub each time
+        (out,) = engine.on_report(r, 1000.0)
+        ids.append(out.msg_id)
+    assert ids == [a1.advert_id, a1.advert_id]

@@ -275,6 +275,24 @@ def test_an_outbox_deleted_while_the_hub_was_stopped_is_detected(tmp_path: Path)
     assert Database(hub2.cfg.data_dir / DB_NAME).problems == []
 
 
+def test_a_deleted_data_directory_shows_in_the_hubs_state(tmp_path: Path) -> None:
+    """The marker goes with the directory, so the hub itself cannot tell this from a new
+    installation; its state tells the centre: a new generation, started new."""
+    d = tmp_path / "etc"
+    hub = hub_in(d)
+    first = hub.status()["store"]
+    assert first["new"] and len(first["generation"]) == 32
+    hub.db.close()
+    again = hub_in(d)
+    assert again.status()["store"] == {"generation": first["generation"], "new": False}
+    again.db.close()
+    shutil.rmtree(again.cfg.data_dir)
+    wiped = hub_in(d)
+    st = wiped.status()["store"]
+    assert st["new"] and st["generation"] != first["generation"]
+    wiped.db.close()
+
+
 def test_an_outbox_replaced_by_an_empty_file_is_detected(tmp_path: Path) -> None:
     path = tmp_path / DB_NAME
     Outbox(path).close()
@@ -506,3 +524,63 @@ def test_the_wal_is_checkpointed_while_the_hub_is_idle_not_in_an_alarms_commit(
             assert auto == store.WAL_PAGES
 
     asyncio.run(main())
+
+
+def test_damage_found_while_running_stops_the_hub_and_the_next_start_sets_it_aside(
+        tmp_path: Path) -> None:
+    """Before: a commit SQLite refused as "database disk image is malformed" was retried for
+    ever; nothing more was stored, and a restart that passed quick_check kept the file."""
+    d = tmp_path / "etc"
+    hub = hub_in(d)
+    data = hub.cfg.data_dir
+    path = data / DB_NAME
+
+    async def main() -> None:
+        async with running(hub):
+            hub.on_advert(press(70))
+            await until(lambda: hub.outbox.depth() == 1, what="stored")
+            with hub.db.lock:
+                hub.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            size = path.stat().st_size
+            with open(path, "r+b") as f:  # every page but the first (the header) garbage
+                f.seek(4096)
+                f.write(os.urandom(size - 4096))
+            other = sqlite3.connect(path)  # a write elsewhere: the hub's page cache is stale
+            other.execute("PRAGMA user_version = 7")
+            other.close()
+            hub.on_advert(press(71))
+            await until(lambda: hub.fatal, what="the hub giving up on the file")
+            assert hub._stop is not None and hub._stop.is_set()
+
+    asyncio.run(main())
+    assert "damaged" in hub.fatal
+    assert (data / f"{DB_NAME}.damage-found").exists()
+    hub2 = hub_in(d)  # as systemd restarts it
+    assert [p.type for p in hub2.db.problems] == ["store_damaged"]
+    assert list(data.glob(f"{DB_NAME}.damaged-*"))
+    assert not (data / f"{DB_NAME}.damage-found").exists()
+
+    async def again() -> None:
+        async with running(hub2):
+            hub2.on_advert(press(71))  # the pendant repeats the press it was not told of
+            await until(lambda: any(p.get("type") == "alarm_button"
+                                    for p in map(json.loads, _payloads(hub2))),
+                        what="the repeated press stored")
+
+    asyncio.run(again())
+    hub2.db.close()
+
+
+def test_a_file_the_running_hub_found_damaged_is_set_aside_even_if_quick_check_passes(
+        tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    Database(path).close()
+    db = Database(path)
+    db.found_damaged(sqlite3.DatabaseError("database disk image is malformed"))
+    db.close()
+    again = Database(path)
+    assert [p.type for p in again.problems] == ["store_damaged"]
+    assert "found damaged while running" in again.problems[0].detail
+    assert list(tmp_path.glob(f"{DB_NAME}.damaged-*"))
+    again.close()
+    assert Database(path).problems == []  # reported once

@@ -40,13 +40,15 @@ class AlarmBook:
         return Outgoing(kind, device, priority, payload)
 
     def raise_(self, cause: str, kind: str, type_: str, device: str | None, priority: int,
-               now: float, expires_at: float | None = None, **fields: Any) -> list[Outgoing]:
+               now: float, *, expires_at: float | None = None, alarm_id: str | None = None,
+               **fields: Any) -> list[Outgoing]:
         """Raise unless already active. `expires_at`: the book forgets it then without a clear
         message (alarm button: cancellable by the resident only for a while; after that the
-        response centre owns it)."""
+        response centre owns it). `alarm_id`: the id the event brings (Report.advert_id);
+        else a new one."""
         if cause in self.active:
             return []
-        alarm_id = self.new_id()
+        alarm_id = alarm_id or self.new_id()
         self._touch(cause)
         self.active[cause] = {
             "alarm_id": alarm_id, "kind": kind, "type": type_, "device": device,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hub.clock import iso
 from hub.rules.alarms import CARE, TECHNICAL
@@ -53,24 +53,25 @@ class Immediate:
         if self.cancel_event is not None and press == self.cancel_event:
             return self._cancel(ctx, st, dev.id, now)
         if press in bthome.ALARM_BUTTON_EVENTS:  # a frightened resident may press any way
-            return self._raise(ctx, st, dev.id, dev.room, "alarm_button", now,
+            return self._raise(ctx, st, report, "alarm_button", now,
                                trigger=bthome.BUTTON_EVENT_NAMES[press])
         # A fall is the change to 1, or a fall advert (trigger set) while the hub still holds 1
         # (the wearable does not send 0 after a fall): heartbeats repeat the current state.
         if self.fall and dev.role == "wearable" and (
                 changed.get(_FALL) == 1 or (v.get(_FALL) == 1 and report.trigger)):
-            return self._raise(ctx, st, dev.id, dev.room, "fall", now)
+            return self._raise(ctx, st, report, "fall", now)
         return []
 
-    def _raise(self, ctx: Ctx, st: State, device: str, room: str, type_: str, now: float,
+    def _raise(self, ctx: Ctx, st: State, report: Report, type_: str, now: float,
                **fields: object) -> list[Outgoing]:
+        device = report.device.id
         n = int(st.get("n", 0)) + 1
         st["n"] = n
         cause = f"{type_}:{device}:{n}"
         st.setdefault("latest", {})[device] = cause
         return ctx.book.raise_(cause, CARE, type_, device, mqtt_schema.PRIORITY_CRITICAL, now,
-                               expires_at=now + self.button.cancel_window_s, room=room,
-                               **fields)
+                               expires_at=now + self.button.cancel_window_s,
+                               alarm_id=report.advert_id, room=report.device.room, **fields)
 
     def _cancel(self, ctx: Ctx, st: State, device: str, now: float) -> list[Outgoing]:
         cause = st.get("latest", {}).pop(device, None)
@@ -118,7 +119,8 @@ class Battery:
         d["ok"] = d["ok"] + 1 if pct >= limits.warn_percent + self.HYSTERESIS else 0
         n = self.cfg.confirm_reports
         out: list[Outgoing] = []
-        fields = {"battery": pct, "days_left": self.days_left(samples, limits.critical_percent)}
+        fields: dict[str, Any] = {"battery": pct,
+                                  "days_left": self.days_left(samples, limits.critical_percent)}
         if d["crit"] >= n:
             out += ctx.book.raise_(f"battery_critical:{dev}", TECHNICAL, "battery_critical", dev,
                                    mqtt_schema.PRIORITY_TECHNICAL, now, **fields)
