@@ -736,13 +736,15 @@ class MqttLink:
         little at the last look (a new alarm into an idle hub) and nobody holds the
         database, this is a query of a few rows, cheaper than the hop to a worker thread and
         back (~0.3 ms of an alarm's latency). None: fetch in a thread."""
-        if not self._little or not self.outbox.store.lock.acquire(blocking=False):
+        store = self.outbox.store
+        lock = store.lock if store.memory else store.read_lock
+        if not self._little or not lock.acquire(blocking=False):
             return None
         try:
             n = min(free, INLINE_ROWS)
             rows = self.outbox.next_batch(n, *args)
         finally:
-            self.outbox.store.lock.release()
+            lock.release()
         self._little = len(rows) < n
         return rows
 

@@ -386,8 +386,8 @@ class Outbox:
             where += (f" AND (NOT ({' OR '.join(held)})"
                       f" OR seq IN ({','.join('?' * len(allow)) or 'NULL'}))")
             args += [*allow]
-        with self._lock:
-            cur = self._db.execute(
+        with self.store.reading() as db:
+            cur = db.execute(
                 f"SELECT {_COLS} FROM outbox WHERE {where} ORDER BY priority, seq LIMIT ?",
                 (*args, limit + len(exclude)),
             )

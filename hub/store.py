@@ -156,6 +156,8 @@ class Database:
         self.problems: list[Problem] = []
         self.salvaged = 0
         self.lock = threading.RLock()
+        self.read_lock = threading.RLock()
+        self._reader: sqlite3.Connection | None = None
         self.since_checkpoint = 0  # transactions committed since the last checkpoint
         self.generation = ""  # this file's id (also in the marker beside it)
         self.created = False  # a new, empty database was started at this open
@@ -353,6 +355,23 @@ class Database:
                 if not durable:
                     self.conn.execute("PRAGMA synchronous=FULL")
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection for queries only, under its own lock: in WAL mode it reads the last
+        commit while the writer commits or checkpoints, so the link's next rows never wait
+        for a write-back or a checkpoint (which hold the write lock for as long as the disk
+        takes). An in-memory database has one connection for both."""
+        if self.memory:
+            with self.lock:
+                yield self.conn
+            return
+        with self.read_lock:
+            if self._reader is None:
+                self._reader = sqlite3.connect(self.path, check_same_thread=False,
+                                               isolation_level=None)
+                self._reader.execute("PRAGMA query_only = 1")
+            yield self._reader
+
     def checkpoint_if_due(self) -> bool:
         """Checkpoint the WAL if enough was written since the last one (called when nothing
         waits for the database). True if it ran."""
@@ -374,6 +393,10 @@ class Database:
         return total
 
     def close(self) -> None:
+        with self.read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         with self.lock:
             try:
                 # A clean stop leaves no WAL behind: nothing depends on it surviving.

@@ -302,3 +302,35 @@ def test_msg_id_has_one_index_so_each_alarm_writes_fewer_wal_pages(tmp_path: Pat
                           ("a", "b")).fetchall()
     assert "USING INDEX sqlite_autoindex_outbox" in str(plan)
     ob.close()
+
+
+def test_the_next_rows_are_read_while_a_write_back_holds_the_database(tmp_path: Path) -> None:
+    """A write-back or a WAL checkpoint holds the writer for as long as the disk takes
+    (100-350 ms seen on a busy machine); the link's next rows must not wait for it."""
+    import threading
+
+    ob = Outbox(tmp_path / "o.sqlite", reserve_bytes=0)
+    ob.append_many([msg("alarm", "a1")], 0.0)
+    holding, release = threading.Event(), threading.Event()
+
+    def write_back() -> None:
+        with ob.store.transaction(durable=False) as db:
+            db.execute("DELETE FROM outbox")  # not committed yet
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=write_back)
+    t.start()
+    try:
+        assert holding.wait(10)
+        got: list[list[str]] = []
+        reader = threading.Thread(target=lambda: got.append(
+            [r.msg_id for r in ob.next_batch(10, set())]))
+        reader.start()
+        reader.join(5)
+        assert got == [["a1"]], "next_batch waited for the writer"  # the last commit's view
+    finally:
+        release.set()
+        t.join()
+    assert ob.next_batch(10, set()) == []
+    ob.close()
