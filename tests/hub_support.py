@@ -6,7 +6,7 @@ the rules path uses, so no radio is needed. Run as a program it is a hub process
 commands on stdin and prints `stored <id>` once a message is durable (the moment the hub may
 acknowledge to the resident's device) and `delivered <id>` when its receipt came back:
 
-    python -m tests.test_delivery_support CONFIG      stdin: "alarm ID" | "status ID" | "burst PREFIX N"
+    python -m tests.hub_support CONFIG      stdin: "alarm ID" | "status ID" | "burst PREFIX N"
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from hub import config
-from hub.radio import AdvertCallback
+from hub.config import settings as config
+from hub.radio.scanner import AdvertCallback
 from hub.rules import Outgoing
 from hub.service import Hub
 from protocols import mqtt_schema, scaip

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from hub.admin.eventlog import parse_jsonl
 from hub.clock import iso
-from hub.eventlog import parse_jsonl
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The admin subcommands of `tryggheim` (for hub admins over SSH): config check, reload,
 status, devices, alarms, events, outbox, test-alarm, mute, ack, audit. Each takes --json.
 
-All but `config check` talk to the running hub over its control socket (hub/control.py);
+All but `config check` talk to the running hub over its control socket (hub/admin/control.py);
 the socket is found from the configuration (--config, $TRYGGHEIM_CONFIG, /etc/tryggheim)
 or given directly with --socket.
 """
@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hub import config
-from hub.control import ControlError, call, stream
+from hub.admin.control import ControlError, call, stream
+from hub.config import settings as config
 
 DEFAULT_CONFIG = "/etc/tryggheim"
 
@@ -73,7 +73,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 # -- config check (no hub needed) -------------------------------------------------------------
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from hub import keys
+    from hub.config import keys
 
     path = Path(args.path) if args.path else _config_path(args)
     problems: list[str] = []

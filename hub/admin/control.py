@@ -30,7 +30,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
-DEFAULT_GROUP = "tryggheim-admin"  # [admin] group when not configured (hub/config.py)
+DEFAULT_GROUP = "tryggheim-admin"  # [admin] group when not configured (hub/config/settings.py)
 
 
 class ControlError(Exception):

@@ -163,7 +163,7 @@ def mqtt_check(client: Callable[[], Any], keepalive_s: float, reconnect_cap_s: f
 
 
 def radio_silence_limit_s(hub: Hub) -> float:
-    from hub.radio_watchdog import for_heartbeats
+    from hub.radio.watchdog import for_heartbeats
 
     cfg = hub.cfg
     silent = cfg.rules.silent
@@ -174,7 +174,7 @@ def radio_silence_limit_s(hub: Hub) -> float:
 
 
 def hub_checks(hub: Hub) -> list[Check]:
-    from hub.mqtt_link import RECONNECT_CAP_S
+    from hub.delivery.mqtt_link import RECONNECT_CAP_S
 
     return [mqtt_check(lambda: hub.link.client, hub.cfg.mqtt.keepalive, RECONNECT_CAP_S),
             Check("radio", radio_silence_limit_s(hub), lambda: radio_progress(hub))]

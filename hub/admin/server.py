@@ -1,5 +1,5 @@
 """Hub-side admin: the commands behind `tryggheim status/devices/alarms/events/outbox/
-test-alarm/reload/mute/ack`, served on the control socket (hub/control.py).
+test-alarm/reload/mute/ack`, served on the control socket (hub/admin/control.py).
 
 Reload is all or nothing: the new configuration is loaded and checked completely (keys too)
 before anything changes; if it is not valid the hub keeps running on the old one and says
@@ -18,14 +18,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hub import config, keys, shelly
-from hub.audit import AuditLog, Who, diff, read_sources
+from hub.admin.audit import AuditLog, Who, diff, read_sources
+from hub.admin.control import ControlError, ControlServer, Request, aiter_queue
+from hub.admin.eventlog import EventLog
 from hub.clock import iso
-from hub.commands import CommandListener
-from hub.config import HubConfig
-from hub.control import ControlError, ControlServer, Request, aiter_queue
-from hub.decode import AdvertDecoder
-from hub.eventlog import EventLog
+from hub.config import keys
+from hub.config import settings as config
+from hub.config.settings import HubConfig
+from hub.decode import shelly
+from hub.decode.decoder import AdvertDecoder
+from hub.delivery.commands import CommandListener
 from hub.rules import Outgoing
 from protocols import mqtt_schema
 
@@ -149,7 +151,7 @@ class Admin:
             case "audit":
                 return self.audit.entries()[-int(a.get("n", 20)):]
             case "watch":
-                from hub import watch
+                from hub.admin import watch
 
                 return watch.stream(self.hub, max(0.2, float(a.get("interval_s", 1.0))))
         raise ControlError(f"unknown command {req.cmd!r}")
@@ -343,7 +345,7 @@ class Admin:
         return {"changed": True, "diff": change, "cleared": [o.msg_id for o in outs]}
 
     def remote_command(self, cmd: dict[str, Any]) -> None:
-        """A command from the response centre (hub/commands.py): allowed per site, audited."""
+        """A command from the response centre (hub/delivery/commands.py): allowed per site, audited."""
         now = self.hub.clock.now()
         by = str(cmd.get("by") or "")[:60]
         who = Who(None, f"response centre{': ' + by if by else ''}", None, via="mqtt")

@@ -27,8 +27,8 @@ from hub.clock import iso
 from protocols import bthome
 
 if TYPE_CHECKING:
-    from hub.config import Device
-    from hub.decode import Report
+    from hub.config.settings import Device
+    from hub.decode.decoder import Report
     from hub.service import Hub
 
 MARK_S = 5.0  # a row stays marked this long after its device changed
@@ -245,10 +245,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from hub import config
-    from hub.admin_cli import _socket
-    from hub.control import ControlError
-    from hub.control import stream as control_stream
+    from hub.admin.cli import _socket
+    from hub.admin.control import ControlError
+    from hub.admin.control import stream as control_stream
+    from hub.config import settings as config
 
     try:
         path = _socket(args)

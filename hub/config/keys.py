@@ -13,7 +13,7 @@ import stat
 import tomllib
 from pathlib import Path
 
-from hub.config import ConfigError, HubConfig
+from hub.config.settings import ConfigError, HubConfig
 
 KEY_HEX_LEN = 32
 

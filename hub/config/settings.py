@@ -4,7 +4,7 @@ Two forms: a config DIRECTORY (what an installed hub uses, edited over SSH)
   site.toml       [site] [hub] [mqtt] [radio] [admin]
   devices.toml    [[device]]
   rules.toml      the resident's rules (hub/rules/settings.py), at top level
-  routing.toml    [[route]] (hub/routing.py)
+  routing.toml    [[route]] (hub/delivery/routing.py)
   retention.toml  how long local logs are kept, at top level
 or one FILE with the same tables ([rules.*], [[route]], [retention]) for tests and the demo.
 Both are merged into one table and checked by the same code.
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hub import ha_settings
-from hub.ha_settings import HomeAssistantSettings
-from hub.routing import Route, parse_routes
+from hub.config.tomlcheck import Locator
+from hub.config.tomlcheck import Reader as _Reader
+from hub.delivery import ha_settings
+from hub.delivery.ha_settings import HomeAssistantSettings
+from hub.delivery.routing import Route, parse_routes
 from hub.rules.settings import RULE_SECTIONS, RulesConfig, parse_rules
-from hub.tomlcheck import Locator
-from hub.tomlcheck import Reader as _Reader
 
 ROLES = ("pendant", "door", "pir", "bed", "wearable")
 
@@ -43,7 +43,7 @@ class Device:
     room: str = ""
     key: bytes | None = None
     heartbeat_s: int | None = None  # the device's heartbeat, if not its role's default
-    model: str = ""  # "" = a Tryggheim device; else an off-the-shelf sensor (hub/shelly.py)
+    model: str = ""  # "" = a Tryggheim device; else an off-the-shelf sensor (hub/decode/shelly.py)
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,11 @@ class MqttSettings:
     outbox_budget_mb: float = 100.0
     heartbeat_s: int = 60
     # Hex key the response centre signs receipts with (protocols/MQTT.md). Unset: the hub
-    # makes one in its data dir at first start (hub/receipt_key.py). receipts = "unsigned"
+    # makes one in its data dir at first start (hub/delivery/receipt_key.py). receipts = "unsigned"
     # takes receipts unverified: lab use only, any client allowed to publish can confirm.
     receipt_key_file: Path | None = None
     receipts: str = "signed"
-    # Receivers of [[route]] copies: their own window and delivery rule (hub/routing.py).
+    # Receivers of [[route]] copies: their own window and delivery rule (hub/delivery/routing.py).
     # Not compared: routes stay reloadable; the link takes a changed rule at its next start.
     receivers: tuple[Receiver, ...] = field(default=(), compare=False)
 
@@ -79,7 +79,7 @@ class Receiver:
 
 @dataclass(frozen=True)
 class RadioSettings:
-    """[radio] for kind = "bleak" (hub/radio_bleak.py, docs/INSTALL.md)."""
+    """[radio] for kind = "bleak" (hub/radio/bleak.py, docs/INSTALL.md)."""
 
     adapter: str = "hci0"
     scan_mode: str = "auto"  # auto: passive where BlueZ allows it, else active
@@ -125,7 +125,7 @@ class Retention:
 class AdminSettings:
     socket: Path = Path("control.sock")  # relative to data_dir
     group: str = "tryggheim-admin"  # members may use the admin CLI
-    # Commands the response centre may send over MQTT (hub/commands.py); none by default.
+    # Commands the response centre may send over MQTT (hub/delivery/commands.py); none by default.
     remote_commands: tuple[str, ...] = ()
 
 
@@ -396,8 +396,8 @@ def load(path: str | Path) -> HubConfig:
 
 
 def _device_model(r: _Reader, d: dict[str, Any], where: str, role: str | None) -> str:
-    """[[device]] model: an off-the-shelf sensor (hub/shelly.py), which must play its role."""
-    from hub.shelly import MODELS
+    """[[device]] model: an off-the-shelf sensor (hub/decode/shelly.py), which must play its role."""
+    from hub.decode.shelly import MODELS
 
     model = r.get(d, where, "model", str, "")
     if not model:

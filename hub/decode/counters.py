@@ -4,7 +4,7 @@ Replay protection is only as good as this memory: if the hub forgot the counters
 restart, a recorded "door opened" or alarm advert could be played back and accepted again.
 The counters live in the hub's one database (hub/store.py). Accepting updates memory; the
 hub takes the changed counters (`take()`) into the same transaction as the messages and
-rule state that the accepted advert leads to (hub/outbox.py `Outbox.commit`), so a counter
+rule state that the accepted advert leads to (hub/delivery/outbox.py `Outbox.commit`), so a counter
 is never on disk ahead of its alarm: killed before that commit, the restarted hub accepts
 the device's repeat of the frame and raises the alarm then. Standalone (tools, tests)
 `flush()` writes them in a transaction of their own.

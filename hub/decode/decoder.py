@@ -2,7 +2,7 @@
 
 Every advert from a device with a key must be encrypted with that key (AES-CCM, BTHome v2)
 and carry a counter strictly greater than the last one accepted from that device; the last
-counters are persisted (hub/counters.py), so a recording played back after a hub restart is
+counters are persisted (hub/decode/counters.py), so a recording played back after a hub restart is
 still refused. What is dropped is counted by reason in `stats`:
 
   unknown_device  MAC not in the configuration
@@ -33,10 +33,10 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from hub import shelly
-from hub.config import Device
-from hub.counters import CounterStore
-from hub.radio import Advert
+from hub.config.settings import Device
+from hub.decode import shelly
+from hub.decode.counters import CounterStore
+from hub.radio.scanner import Advert
 from protocols import bthome
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class AdvertDecoder:
 
     def _decode_plain(self, peer: _Peer, advert: Advert) -> Report | None:
         # Only for devices configured without a key (unit tests, bench rigs): the running
-        # hub attaches a key to every device (hub/keys.py) and so never takes this path.
+        # hub attaches a key to every device (hub/config/keys.py) and so never takes this path.
         try:
             decoded = bthome.decode_plain(advert.service_data)
         except bthome.DecodeError as e:

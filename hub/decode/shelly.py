@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from protocols import bthome
 
 if TYPE_CHECKING:
-    from hub.decode import AdvertDecoder, Report, _Peer
-    from hub.radio import Advert
+    from hub.decode.decoder import AdvertDecoder, Report, _Peer
+    from hub.radio.scanner import Advert
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +170,13 @@ _decoder: Any = None
 
 
 def _decoder_module() -> Any:
-    # hub.decode imports this module, so it is looked up once, on first use (an import
+    # hub.decode.decoder imports this module, so it is looked up once, on first use (an import
     # statement on every advert would cost more than the rest of the path).
     global _decoder
     if _decoder is None:
-        import hub.decode
+        import hub.decode.decoder
 
-        _decoder = hub.decode
+        _decoder = hub.decode.decoder
     return _decoder
 
 
@@ -197,7 +197,7 @@ def decode(dec: AdvertDecoder, peer: _Peer, advert: Advert) -> Report | None:
     d = _decoder_module()
     device = peer.device
     svc = advert.service_data
-    if peer.aead is None:  # hub/keys.py gives every device its key; a unit test may not
+    if peer.aead is None:  # hub/config/keys.py gives every device its key; a unit test may not
         dec._drop(device, "malformed", "a Shelly device needs its bindkey")
         return None
     opened = dec._open(peer, svc, "a Shelly with a bindkey")

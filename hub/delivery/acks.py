@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hub import store
-from hub.config import Device
+from hub.config.settings import Device
 from hub.store import Database, open_db
 from hub.tasks import cancel_and_wait
 from protocols import ack, bthome
@@ -80,7 +80,7 @@ class AckStore:
     (msg id, device id, advert counter, advert bytes, delivered). A table in the hub's one
     database (hub/store.py): the row is written in the alarm's own commit, and marked
     delivered in the transaction that removes the confirmed message from the outbox
-    (hub/outbox.py `confirm`), so neither obligation can be lost between two writes."""
+    (hub/delivery/outbox.py `confirm`), so neither obligation can be lost between two writes."""
 
     def __init__(self, path: str | Path | Database) -> None:
         self._owns = not isinstance(path, Database)

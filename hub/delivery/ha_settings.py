@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hub.tomlcheck import Reader
+from hub.config.tomlcheck import Reader
 
 # What may be published, per device (the roles that have it):
 #   door       door open/closed           (door)

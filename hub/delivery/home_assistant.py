@@ -1,6 +1,6 @@
 """Home Assistant MQTT discovery, for homes where the family runs it ([home_assistant]).
 
-Off by default (hub/ha_settings.py). When on, the hub keeps, on the family's broker and over
+Off by default (hub/delivery/ha_settings.py). When on, the hub keeps, on the family's broker and over
 its own connection (never the response centre's):
 
 - one retained discovery config per entity the section allows
@@ -39,12 +39,12 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.ha_settings import HomeAssistantSettings
-from hub.mqtt_link import read_password
+from hub.delivery.ha_settings import HomeAssistantSettings
+from hub.delivery.mqtt_link import read_password
 from hub.rules.alarms import CARE
 
 if TYPE_CHECKING:
-    from hub.config import Device, HubConfig
+    from hub.config.settings import Device, HubConfig
     from hub.rules import RuleEngine
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class HomeAssistant:
         return f"{self.s.discovery_prefix}/{component}/{self.node}/{word(dev.id)}_{entity}/config"
 
     def config(self, dev: Device, entity: str) -> dict[str, Any]:
-        from hub import shelly
+        from hub.decode import shelly
 
         state, avail = self.topics(dev)
         spec = shelly.MODELS.get(dev.model)

@@ -51,9 +51,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from hub.clock import Clock, SystemClock, iso
-from hub.config import MqttSettings, Receiver, read_receipt_key
-from hub.outbox import Outbox, Row
-from hub.routing import CENTRE, receiver_of
+from hub.config.settings import MqttSettings, Receiver, read_receipt_key
+from hub.delivery.outbox import Outbox, Row
+from hub.delivery.routing import CENTRE, receiver_of
 from hub.rules.outgoing import Outgoing, new_id
 from hub.tasks import cancel_and_wait
 from protocols import mqtt_schema
@@ -886,7 +886,7 @@ class MqttLink:
         log.error("MQTT: %s; rebuilding the client", why)
         old = self.client
         new = self._make_client()
-        # Listeners chained on (hub/commands.py) come along.
+        # Listeners chained on (hub/delivery/commands.py) come along.
         if old.on_connect is not None and old.on_connect != self._on_connect:
             new.on_connect = old.on_connect
         if old.on_subscribe is not None and old.on_subscribe != self._on_subscribe:

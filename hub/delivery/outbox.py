@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 RECEIPT_KINDS = frozenset(mqtt_schema.RECEIPT_KINDS)
 
 # Per-row bookkeeping on top of the message bytes (row header, index entries), so the budget
-# roughly matches the file; measured by tools/bench_outbox.py.
+# roughly matches the file; measured by tools/bench/outbox.py.
 ROW_OVERHEAD = 64
 
 SCHEMA = """
@@ -413,7 +413,7 @@ class Outbox:
     def confirm(self, msg_ids: list[str]) -> list[Row]:
         """A receipt came back for these ids: they are done. Returns the rows removed (ids
         not in the outbox, e.g. a second receipt for the same alarm, are ignored). In the
-        same transaction the device is now owed "help is coming" (hub/acks.py): a crash
+        same transaction the device is now owed "help is coming" (hub/delivery/acks.py): a crash
         cannot leave the message gone and the resident not told. Any number of ids: the
         SQL goes in chunks."""
         if not msg_ids:

@@ -16,7 +16,7 @@ import secrets
 from dataclasses import replace
 from pathlib import Path
 
-from hub.config import MqttSettings, read_receipt_key
+from hub.config.settings import MqttSettings, read_receipt_key
 
 log = logging.getLogger(__name__)
 

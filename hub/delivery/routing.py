@@ -7,7 +7,7 @@ replace that default selection for the response centre. Every other receiver get
 its own topic and with its own message id (`<id>:<receiver>`, the alarm id unchanged), only
 of what its route selects.
 
-Each receiver has its own delivery window and rule (hub/mqtt_link.py): a route with
+Each receiver has its own delivery window and rule (hub/delivery/mqtt_link.py): a route with
 `confirms = true` keeps its copies until that receiver's own receipt names them (on
 `tryggheim/v1/<site>/to/<receiver>/receipt`); otherwise a copy is done at the broker's
 PUBACK. Either way a receiver never holds back the response centre or another receiver.
@@ -19,8 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from hub.config.tomlcheck import Reader
 from hub.rules.outgoing import Outgoing
-from hub.tomlcheck import Reader
 from protocols import mqtt_schema
 
 CENTRE = "centre"

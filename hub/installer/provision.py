@@ -32,12 +32,12 @@ import tomlkit
 import tomlkit.exceptions
 import tomlkit.items
 
-from hub import config as hub_config
-from hub import keys as hub_keys
-from hub.audit import AuditLog, Who, diff, user_name
+from hub.admin.audit import AuditLog, Who, diff, user_name
 from hub.clock import Clock, SystemClock
+from hub.config import keys as hub_keys
+from hub.config import settings as hub_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROLES = hub_config.ROLES
 # firmware/device.py COUNTER_HWM_PATH: the device's encryption-counter high-water mark.
 COUNTER_FILE = "counter_hwm"
@@ -64,7 +64,7 @@ class Registration:
     key: str  # 32 hex digits
     room: str = ""
     heartbeat_s: int | None = None  # None: the role's default
-    model: str = ""  # an off-the-shelf sensor (hub/shelly.py); "" = a Tryggheim device
+    model: str = ""  # an off-the-shelf sensor (hub/decode/shelly.py); "" = a Tryggheim device
 
 
 def new_key() -> str:
@@ -167,7 +167,7 @@ def config_with_device(text: str, reg: Registration) -> str:
         entry["room"] = reg.room
     if reg.heartbeat_s is not None:  # the hub reports a device silent after its heartbeats
         entry["heartbeat_s"] = int(reg.heartbeat_s)
-    if reg.model:  # an off-the-shelf sensor: the hub decodes it with hub/shelly.py
+    if reg.model:  # an off-the-shelf sensor: the hub decodes it with hub/decode/shelly.py
         entry["model"] = reg.model
     out = tomlkit.dumps(doc)
     return out if out.endswith("\n") else out + "\n"
@@ -356,7 +356,7 @@ class LocalHub:
         self._audit(cfg, reg, rotated, diff({dev_file.name: old_text}, {dev_file.name: new_text}))
 
     def _reset_counter(self, cfg: hub_config.HubConfig, device_id: str) -> None:
-        from hub.counters import CounterStore
+        from hub.decode.counters import CounterStore
         from hub.store import DB_NAME
 
         path = cfg.data_dir / DB_NAME  # the hub keeps them in its one database (hub/store.py)
@@ -373,7 +373,7 @@ class LocalHub:
         # In the hub's own audit log; the key itself never, only its fingerprint.
         uid = os.getuid()
         who = Who(uid, user_name(uid), os.environ.get("SUDO_USER") or os.environ.get("USER"),
-                  via="tools.provision")
+                  via="hub.installer.provision")
         AuditLog(cfg.data_dir / "audit.jsonl", cfg.timezone, cfg.retention.audit_days).record(
             self.clock.now(), who, "rotate-device-key" if rotated else "register-device",
             "applied", device=reg.id, role=reg.role, mac=reg.mac.upper(),
@@ -385,7 +385,7 @@ class SshHub:
     """The hub on another machine: `ssh TARGET <hub_command> <subcommand> --config CONFIG`."""
 
     def __init__(self, target: str, config: str,
-                 hub_command: str = "python3 -m tools.provision", ssh: str = "ssh") -> None:
+                 hub_command: str = "python3 -m hub.installer.provision", ssh: str = "ssh") -> None:
         self.target = target
         self.config = config
         self.hub_command = hub_command

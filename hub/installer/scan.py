@@ -18,9 +18,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.config import Device, HubConfig
-from hub.decode import inspect
-from hub.radio import Advert, Scanner
+from hub.config.settings import Device, HubConfig
+from hub.decode.decoder import inspect
+from hub.radio.scanner import Advert, Scanner
 
 GOOD_DBM = -75  # comfortable margin for a body-worn pendant turning away from the hub
 WEAK_DBM = -85  # adverts start to go missing; move the hub or the device
@@ -33,7 +33,7 @@ class Seen:
     rssi_sum: int = 0
     rssi_min: int = 0
     adverts: int = 0
-    last: dict[str, Any] = field(default_factory=dict)  # hub.decode.inspect() of the last advert
+    last: dict[str, Any] = field(default_factory=dict)  # hub.decode.decoder.inspect() of the last advert
     decrypt_failures: int = 0
 
 
@@ -168,21 +168,21 @@ def make_radio(args: argparse.Namespace, cfg: HubConfig | None) -> tuple[Scanner
 
     kind = args.radio or (cfg.radio_kind if cfg else "bleak")
     if kind == "virtual":
-        from hub.radio_virtual import VirtualRadio
+        from hub.radio.virtual import VirtualRadio
 
         air = args.air or (cfg.radio_air if cfg and cfg.radio_kind == "virtual" else None)
         if not air:
             raise ValueError("--radio virtual needs --air SOCKET (or a config with radio.air)")
         return VirtualRadio(air, SystemClock()), kind, air
     if kind == "replay":
-        from hub.radio_capture import ReplayScanner
+        from hub.radio.capture import ReplayScanner
 
         path = args.replay or (cfg.radio_replay if cfg and cfg.radio_kind == "replay" else None)
         if not path:
             raise ValueError("--radio replay needs --replay FILE (or a config with "
                              "radio.replay)")
         return ReplayScanner(path, SystemClock()), kind, path
-    from hub.radio_bleak import BleakRadio, BleakSettings
+    from hub.radio.bleak import BleakRadio, BleakSettings
 
     adapter = args.adapter or (cfg.radio.adapter if cfg else "hci0")
     mode = cfg.radio.scan_mode if cfg else "auto"
@@ -206,7 +206,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from hub import config, keys
+    from hub.config import keys
+    from hub.config import settings as config
 
     cfg: HubConfig | None = None
     key_map: dict[str, bytes] = {}

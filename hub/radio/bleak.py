@@ -7,7 +7,7 @@ to active scanning when BlueZ refuses; `mode` tells which one runs (docs/INSTALL
 
 bleak gives no sign when BlueZ stalls, when bluetoothd restarts or when the adapter is pulled
 (shared/notes/reliability.md 1.2), so a second D-Bus connection watches the adapter and
-bluetoothd, and the watchdog (hub/radio_watchdog.py) restarts the scan or power-cycles the
+bluetoothd, and the watchdog (hub/radio/watchdog.py) restarts the scan or power-cycles the
 adapter through BlueZ when errors or silence say it is needed.
 
 Acknowledgements to a resident's device go out over GATT (`transmit`): the device advertises
@@ -34,8 +34,8 @@ from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from hub.clock import Clock
-from hub.radio import Advert, AdvertCallback
-from hub.radio_watchdog import Action, Decision, Watchdog, WatchdogSettings
+from hub.radio.scanner import Advert, AdvertCallback
+from hub.radio.watchdog import Action, Decision, Watchdog, WatchdogSettings
 from protocols import ack, bthome
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class BleakRadio:
 
     @provisioned.setter
     def provisioned(self, macs: Iterable[str] | None) -> None:
-        """Replaced on a configuration reload (hub/admin.py)."""
+        """Replaced on a configuration reload (hub/admin/server.py)."""
         self._provisioned = None if macs is None else frozenset(m.upper() for m in macs)
         self.watchdog.expect_adverts = bool(self._provisioned)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from hub.clock import Clock
-from hub.radio import Advert, AdvertCallback
+from hub.radio.scanner import Advert, AdvertCallback
 from hub.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

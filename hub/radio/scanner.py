@@ -29,5 +29,5 @@ class Scanner(Protocol):
     async def transmit(self, mac: str, service_data: bytes) -> None:
         """Send an acknowledgement frame to a device (protocols/ack.py): the bleak scanner
         writes it to the device's GATT ack characteristic, the virtual radio puts it on the
-        air. Raises when this attempt failed; hub/acks.py retries."""
+        air. Raises when this attempt failed; hub/delivery/acks.py retries."""
         ...

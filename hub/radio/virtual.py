@@ -1,4 +1,4 @@
-"""Scanner on the virtual air (tools/vboard/air.py): a Unix datagram socket."""
+"""Scanner on the virtual air (tools/sim/vboard/air.py): a Unix datagram socket."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import socket
 import tempfile
 
 from hub.clock import Clock
-from hub.radio import Advert, AdvertCallback
+from hub.radio.scanner import Advert, AdvertCallback
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import requires_node
-from tools import battery_model
+from tools.sim import battery_model
 
 pytestmark = requires_node
 ROWS = {r.profile.role: r for r in battery_model.table()}

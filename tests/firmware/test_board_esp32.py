@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import requires_node
-from tools.vboard import VirtualBoard
+from tools.sim.vboard import VirtualBoard
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Another firmware tree to run the same tests on (to see a test fail on the old code).
 FIRMWARE = Path(os.environ.get("TRYGGHEIM_FIRMWARE_DIR", ROOT / "firmware"))
 pytestmark = requires_node

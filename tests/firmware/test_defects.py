@@ -16,10 +16,10 @@ from protocols import ack, bthome
 from tests.conftest import requires_node
 from tests.hil.conftest import KEY, MAC
 from tests.hil.helpers import ack_for, events, values
-from tools.vboard import VirtualBoard
-from tools.vboard.scenarios import fall
+from tools.sim.vboard import VirtualBoard
+from tools.sim.vboard.scenarios import fall
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE = Path(os.environ.get("TRYGGHEIM_FIRMWARE_DIR", ROOT / "firmware"))
 pytestmark = requires_node
 LIPO = 4000

@@ -1,4 +1,4 @@
-"""Tests of firmware/fall_detector.py and tools/fall_eval.py.
+"""Tests of firmware/fall_detector.py and tools/falls/fall_eval.py.
 
 Synthetic signals are in g, 50 Hz, README axes (standing ~ (0, -1, 0) g).
 """
@@ -17,13 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIRMWARE = os.path.join(ROOT, "firmware")
 sys.path.insert(0, FIRMWARE)
 
 from fall_detector import FallDetector, FallEvent  # noqa: E402
 
-from tools import fall_eval  # noqa: E402
+from tools.falls import fall_eval  # noqa: E402
 
 RATE = 50
 DT_MS = 1000 // RATE

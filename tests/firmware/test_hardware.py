@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tools import battery_model
+from tools.sim import battery_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PINMAP = json.loads((ROOT / "hardware" / "pinmap.json").read_text())
 ROLES = sorted(PINMAP["roles"])
 # GPIOs that can wake an ESP32 from deep sleep (ESP32 TRM, RTC_MUX: RTC GPIOs).

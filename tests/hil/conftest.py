@@ -1,4 +1,4 @@
-"""Device tests on the device-under-test interface (tools/dut.py).
+"""Device tests on the device-under-test interface (tools/hil/dut.py).
 
 `dut(config, **board)` starts a device running the real firmware and stops it after the
 test. The backend is the virtual board (real MicroPython in WebAssembly, virtual time); a
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import requires_node
-from tools import hil_serial
-from tools.hil_serial import pytest_runtest_makereport  # noqa: F401  (serial log on failure)
-from tools.vboard import VirtualBoard
+from tools.hil import serial_board as hil_serial
+from tools.hil.serial_board import pytest_runtest_makereport  # noqa: F401  (serial log on failure)
+from tools.sim.vboard import VirtualBoard
 
 KEY = "00112233445566778899aabbccddeeff"
 MAC = "C0:FF:EE:00:00:42"

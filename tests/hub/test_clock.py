@@ -14,8 +14,8 @@ from hub.clock import (
     timex_synchronised,
 )
 from hub.rules.settings import RulesConfig
-from tests.test_protocol_mqtt_schema import errors
-from tests.test_rules import QUIET, Home, at
+from tests.hub.rules.test_rules import QUIET, Home, at
+from tests.protocols.test_mqtt_schema import errors
 
 
 def test_what_counts_as_synchronised() -> None:

@@ -13,17 +13,18 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from hub import config, keys
-from hub.acks import AckSender, AckStore
-from hub.outbox import Outbox
-from hub.radio import Advert
+from hub.config import keys
+from hub.config import settings as config
+from hub.delivery.acks import AckSender, AckStore
+from hub.delivery.outbox import Outbox
+from hub.radio.scanner import Advert
 from hub.service import Hub
 from hub.store import DB_NAME, Database
 from protocols import ack, bthome
-from tests.test_admin import DEVICES, KEYS, write_config_dir
-from tests.test_delivery_support import outgoing, running, until
-from tests.test_protocol_ccm import Ecb
-from tools.mosquitto import free_port
+from tests.hub.admin.test_server import DEVICES, KEYS, write_config_dir
+from tests.hub_support import outgoing, running, until
+from tests.protocols.test_ccm import Ecb
+from tools.centre.mosquitto import free_port
 
 PENDANT, DOOR = "pendant-1", "door-1"
 
@@ -303,7 +304,7 @@ def test_data_files_are_created_private(tmp_path: Path) -> None:
 def test_standalone_ack_store_keeps_the_obligation_until_the_device_heard_it(
         tmp_path: Path) -> None:
     """AckStore on its own (no outbox): "help is coming" owed at the restart."""
-    from hub.config import Device
+    from hub.config.settings import Device
 
     dev = Device(PENDANT, "pendant", DEVICES[PENDANT][1], "", KEYS[PENDANT])
     path = tmp_path / DB_NAME
@@ -432,7 +433,7 @@ def test_the_hub_starts_on_a_full_disk_with_the_reserve(tmp_path: Path) -> None:
 
     import pytest
 
-    from tests.test_outbox import _fill, _mount_tmpfs
+    from tests.hub.delivery.test_outbox import _fill, _mount_tmpfs
 
     fs = tmp_path / "fs"
     if not _mount_tmpfs(fs, 2048):

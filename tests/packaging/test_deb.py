@@ -29,17 +29,17 @@ from pathlib import Path
 
 import pytest
 
-from hub import keys
-from hub.config import read_receipt_key
+from hub.config import keys
+from hub.config.settings import read_receipt_key
+from hub.installer.provision import ProvisionError, Registration, SshHub, fingerprint
 from protocols import ack, bthome
 from tests.conftest import requires_mosquitto
-from tools import flash
-from tools.mosquitto import Mosquitto
-from tools.provision import ProvisionError, Registration, SshHub, fingerprint
-from tools.response_centre import ResponseCentre
-from tools.vboard import Air
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
+from tools.installer import flash
+from tools.sim.vboard import Air
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ("dpkg-deb", "dpkg", "systemd-sysusers", "systemd-tmpfiles", "systemd-analyze",
          "setpriv")
 LEFTOVERS = [Path(p) for p in (
@@ -243,7 +243,7 @@ def test_the_sudoers_drop_in_allows_exactly_the_installers_commands(
     for cmd in (
         "/usr/sbin/tryggheim-provision register --config /tmp/evil --id x",
         "/usr/sbin/tryggheim-provision register --config /etc/tryggheim-evil --id x",
-        "/opt/tryggheim/venv/bin/python -m tools.provision check --config /etc/tryggheim",
+        "/opt/tryggheim/venv/bin/python -m hub.installer.provision check --config /etc/tryggheim",
         "tryggheim run --config /etc/tryggheim",
         "tryggheim scan --config /tmp/evil --seconds 30",
         "tryggheim test-alarm --wait 60 --config /tmp/evil",

@@ -1,4 +1,4 @@
-"""The Debian package's parts, checked without installing anything (tests/test_deb.py installs
+"""The Debian package's parts, checked without installing anything (tests/packaging/test_deb.py installs
 the package, as root): the unit's hardening score and watchdog, the sudoers syntax, the sample
 config, and the lock file against pyproject.toml."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "packaging"
 UNIT = PKG / "tryggheim.service"
 

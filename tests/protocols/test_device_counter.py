@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from hub.config import Device as HubDevice
-from hub.decode import AdvertDecoder
-from hub.radio import Advert
+from hub.config.settings import Device as HubDevice
+from hub.decode.decoder import AdvertDecoder
+from hub.radio.scanner import Advert
 from protocols import bthome
 from tests.conftest import ROOT, requires_node
 from tests.hil.helpers import rtc_state
-from tests.test_protocol_ccm import Ecb
-from tools.vboard import VirtualBoard
+from tests.protocols.test_ccm import Ecb
+from tools.sim.vboard import VirtualBoard
 
 KEY = bytes(range(16, 32))
 MAC = "C0:FF:EE:00:00:09"

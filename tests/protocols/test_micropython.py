@@ -25,8 +25,8 @@ from habluetooth import BluetoothServiceInfoBleak
 
 from protocols import bthome
 from tests.conftest import ROOT, requires_node
-from tests.test_protocol_ccm import Ecb
-from tools.vboard import VirtualBoard
+from tests.protocols.test_ccm import Ecb
+from tools.sim.vboard import VirtualBoard
 
 ENCODER_MAIN = '''
 import json

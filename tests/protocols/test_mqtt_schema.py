@@ -96,7 +96,7 @@ def test_alarm_without_scaip_is_rejected() -> None:
 @requires_node
 @requires_mosquitto
 def test_everything_the_hub_publishes_validates(tmp_path: Path) -> None:
-    from tools.virtual_home import VirtualHome
+    from tools.sim.virtual_home import VirtualHome
 
     with VirtualHome(tmp_path) as home:
         assert home.centre is not None
@@ -116,7 +116,7 @@ def test_everything_the_hub_publishes_validates(tmp_path: Path) -> None:
 def test_hub_state_validates(tmp_path: Path) -> None:
     import time
 
-    from tools.virtual_home import VirtualHome
+    from tools.sim.virtual_home import VirtualHome
 
     with VirtualHome(tmp_path) as home:
         assert home.centre is not None

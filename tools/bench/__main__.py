@@ -1,4 +1,4 @@
-"""`make bench`: runs every tools/bench_*.py module's `run()` and prints its report.
+"""`make bench`: runs every tools/bench/ module's `run()` and prints its report.
 
 Each benchmark measures against a baseline in the same process and prints ratios, with the
 machine it ran on; figures are never asserted in unit tests.
@@ -28,12 +28,12 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     only = set(argv if argv is not None else sys.argv[1:])
     print(f"machine: {machine()}\n")
-    for path in sorted(Path(__file__).parent.glob("bench_*.py")):
+    for path in sorted(Path(__file__).parent.glob("[!_]*.py")):
         name = path.stem
-        if only and name.removeprefix("bench_") not in only:
+        if only and name not in only:
             continue
-        print(f"== {name.removeprefix('bench_')} ==")
-        module = importlib.import_module(f"tools.{name}")
+        print(f"== {name} ==")
+        module = importlib.import_module(f"{__package__}.{name}")
         module.run()
         print()
     return 0

@@ -1,4 +1,4 @@
-"""`make bench`: the battery-life table (tools/battery_model.py) and each device's margin,
+"""`make bench`: the battery-life table (tools/sim/battery_model.py) and each device's margin,
 and the model checked against the firmware: the same usage profile run on the virtual board
 (real firmware, device time), its time in each state priced with the same figures.
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from tools import battery_model
+from tools.sim import battery_model
 
 
 def run() -> None:
@@ -31,4 +31,4 @@ def run() -> None:
         print(f"{role:9s} {model:9.1f} {sim + floor:8.1f} {(sim + floor) / model:9.2f} "
               f"{goal:>9s}  {span} ({wall:.1f} s)")
     print("(hardware/battery.md holds the full table with sources; "
-          "regenerate it with `python -m tools.battery_model --write`)")
+          "regenerate it with `python -m tools.sim.battery_model --write`)")

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from hub.config import Device
-from hub.counters import CounterStore
-from hub.decode import AdvertDecoder
-from hub.radio import Advert
+from hub.config.settings import Device
+from hub.decode.counters import CounterStore
+from hub.decode.decoder import AdvertDecoder
+from hub.radio.scanner import Advert
 from protocols import bthome
 
 DEVICES = 20

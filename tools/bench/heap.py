@@ -1,9 +1,9 @@
 """`make bench`: RAM of each device app in the real MicroPython unix port, running its day
-(tools/vboard/scenarios.py) from the .mpy files `make flash` writes, on the port model.
+(tools/sim/vboard/scenarios.py) from the .mpy files `make flash` writes, on the port model.
 
 - heap after boot: gc.mem_alloc() when main starts the watchdog (configured, app imported);
 - peak heap: the least -X heapsize the whole day runs in without a MemoryError (bisection,
-  4 KB steps), against the heap the tests give it (tools/vboard/board.py UNIX_HEAP).
+  4 KB steps), against the heap the tests give it (tools/sim/vboard/board.py UNIX_HEAP).
 Both include the port model's modules (about PORT_MODEL_HEAP_KB; C on the chip) and are
 64-bit figures: an upper bound for the 32-bit ESP32.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import time
 
-from tools.vboard import scenarios
-from tools.vboard.board import PORT_MODEL_HEAP_KB, UNIX_HEAP, BoardCrashed, micropython_unix
+from tools.sim.vboard import scenarios
+from tools.sim.vboard.board import PORT_MODEL_HEAP_KB, UNIX_HEAP, BoardCrashed, micropython_unix
 
 STEP_KB = 4
 

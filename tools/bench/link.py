@@ -2,11 +2,11 @@
 
 1. Broker back -> first queued alarm at the consumer: an alarm is stored while the broker is
    down (`OUTAGE_S`); the broker restarts; time from the broker accepting TCP connections to
-   the alarm reaching a subscriber. The link's reconnect policy (hub/mqtt_link.py
+   the alarm reaching a subscriber. The link's reconnect policy (hub/delivery/mqtt_link.py
    `ReconnectPolicy`) against the previous one (0.5 s doubling to 30 s, x 0.5-1.0) in the same
    run. Goal: <= 2 s.
 2. Replay of 100,000 queued messages at QoS 1 (window 100): outbox -> MqttLink against paho
-   fed from memory with the same window (tools/bench_outbox.py's baseline), alternating, in
+   fed from memory with the same window (tools/bench/outbox.py's baseline), alternating, in
    the same run. Goal: >= 0.9x.
 """
 
@@ -29,12 +29,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hub import config
-from hub.mqtt_link import MqttLink, ReconnectPolicy
-from hub.outbox import Outbox
+from hub.config import settings as config
+from hub.delivery.mqtt_link import MqttLink, ReconnectPolicy
+from hub.delivery.outbox import Outbox
 from protocols import mqtt_schema
-from tools.bench_outbox import REPLAY_N, SITE, _Counter, _msg, _paho_windowed
-from tools.mosquitto import Mosquitto
+from tools.bench.outbox import REPLAY_N, SITE, _Counter, _msg, _paho_windowed
+from tools.centre.mosquitto import Mosquitto
 
 OUTAGE_S = float(os.environ.get("BENCH_OUTAGE_S", 30))  # as measured in the issue
 ROUNDS = int(os.environ.get("BENCH_LINK_ROUNDS", 3))

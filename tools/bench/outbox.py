@@ -30,11 +30,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub import config
-from hub.outbox import GroupCommitter, Outbox
+from hub.config import settings as config
+from hub.delivery.outbox import GroupCommitter, Outbox
 from hub.rules import Outgoing
 from protocols import mqtt_schema
-from tools.mosquitto import Mosquitto
+from tools.centre.mosquitto import Mosquitto
 
 SITE = "bench"
 RECEIPT_KEY = bytes(range(32))  # the bench centre signs its receipts, as a real one must
@@ -132,7 +132,7 @@ def _paho_windowed(port: int, n: int, window: int, payload: bytes) -> float:
 
 
 def bench_replay(d: Path, window: int = 100) -> None:
-    from hub.mqtt_link import MqttLink
+    from hub.delivery.mqtt_link import MqttLink
 
     # A subscriber that falls behind must not have messages dropped by the broker's
     # default per-client queue limit (1000): this measures the hub, not that limit.
@@ -218,9 +218,9 @@ def _one_commit(d: Path, n: int = 300) -> list[float]:
 def bench_latency(d: Path, n: int = int(os.environ.get("BENCH_LATENCY_N", 300))) -> None:
     from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-    from hub.radio import Advert
+    from hub.radio.scanner import Advert
     from protocols import bthome
-    from tests.test_delivery_support import SilentRadio
+    from tests.hub_support import SilentRadio
 
     broker = Mosquitto(d / "lat-broker", extra_conf="set_tcp_nodelay true\n").start()
     got: dict[str, float] = {}
@@ -339,10 +339,10 @@ def _fsync_child(cfg_path: Path, n: int) -> None:
     import json
     import sys
 
-    from hub.radio import Advert
+    from hub.radio.scanner import Advert
     from hub.service import Hub
     from protocols import ack, bthome
-    from tests.test_protocol_ccm import Ecb
+    from tests.protocols.test_ccm import Ecb
 
     cfg = config.load(cfg_path)
     key = bytes.fromhex(cfg_path.with_name("keys.toml").read_text().split('"')[3])
@@ -418,7 +418,7 @@ def bench_fsyncs(d: Path, n: int = 100) -> None:
         cfg, _, _ = _hub_dir(d, broker.port)
         trace = d / "strace.txt"
         subprocess.run([strace, "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,chdir", "-o",
-                        str(trace), sys.executable, "-m", "tools.bench_outbox", "--fsync-child",
+                        str(trace), sys.executable, "-m", "tools.bench.outbox", "--fsync-child",
                         str(cfg), str(n)], check=True, timeout=300)
     finally:
         broker.close()
@@ -433,7 +433,7 @@ def bench_fsyncs(d: Path, n: int = 100) -> None:
           f"{wal / n:.2f} on the WAL (one per decision commit, plus the checkpoints' and WAL"
           f" restarts'), {main / n:.2f} on the database file (checkpoints, every 200 pages of "
           f"WAL), {(len(syncs) - wal - main) / n:.2f} elsewhere; decision commits per alarm "
-          f"1 (tests/test_store.py)")
+          f"1 (tests/hub/test_store.py)")
 
 
 def run() -> None:

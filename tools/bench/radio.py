@@ -15,8 +15,8 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
 from hub.clock import SystemClock
-from hub.radio import Advert
-from hub.radio_bleak import BleakRadio
+from hub.radio.bleak import BleakRadio
+from hub.radio.scanner import Advert
 from protocols import bthome
 
 N = 200_000

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from hub.config import Device
-from hub.decode import Report
+from hub.config.settings import Device
+from hub.decode.decoder import Report
 from hub.rules import RuleEngine
 from hub.rules.settings import BedExitRule, InactivityRule, RulesConfig, WanderingRule
 from hub.rules.store import RuleStateStore

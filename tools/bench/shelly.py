@@ -1,6 +1,6 @@
 """Off-the-shelf sensors and Home Assistant, per advert, in one process:
 
-- the hub's Shelly path (hub/shelly.py, behind AdvertDecoder) against bthome-ble's parser on
+- the hub's Shelly path (hub/decode/shelly.py, behind AdvertDecoder) against bthome-ble's parser on
   the same encrypted Shelly BLU Door/Window adverts (packet id, battery, illuminance, window,
   rotation), and against our own devices' path on adverts of the same size;
 - what [home_assistant] adds to each accepted report (rendering the states and comparing
@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hub.config import Device
-from hub.decode import AdvertDecoder
-from hub.radio import Advert
-from hub.shelly import build_service_data
+from hub.config.settings import Device
+from hub.decode.decoder import AdvertDecoder
+from hub.decode.shelly import build_service_data
+from hub.radio.scanner import Advert
 from protocols import bthome
 
 DEVICES = 10
@@ -103,9 +103,9 @@ def run() -> dict[str, float]:
 
 
 def _home_assistant(devices: dict[str, Device], adverts: list[Advert]) -> float:
-    from hub import config
     from hub.clock import ManualClock
-    from hub.home_assistant import HomeAssistant, HubView
+    from hub.config import settings as config
+    from hub.delivery.home_assistant import HomeAssistant, HubView
     from hub.rules import RuleEngine
 
     with tempfile.TemporaryDirectory() as d:

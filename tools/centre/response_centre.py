@@ -6,7 +6,7 @@ by message id, optionally appends each new message to a journal file (fsync'd) a
 publishes the end-to-end receipt the hub waits for. A duplicate is receipted again: the hub
 may have missed the first receipt.
 
-    python -m tools.response_centre --host 127.0.0.1 --port 1883 [--journal alarms.jsonl]
+    python -m tools.centre.response_centre --host 127.0.0.1 --port 1883 [--journal alarms.jsonl]
         [--receipt-keys DIR]   sign receipts with DIR/<site>.key (protocols/MQTT.md)
 
 De-duplication is per process (in memory, seeded from the journal). Several instances in a
@@ -33,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from hub.mqtt_link import tcp_no_delay
+from hub.delivery.mqtt_link import tcp_no_delay
 from protocols import mqtt_schema
 
 # Kinds a consumer takes responsibility for; "hub" (state) and "receipt" are not messages.
@@ -232,7 +232,7 @@ class ResponseCentre:
 
 def key_directory(directory: Path) -> Callable[[str], bytes | None]:
     """Receipt keys as files <site>.key in one directory (read when first needed)."""
-    from hub.config import read_receipt_key
+    from hub.config.settings import read_receipt_key
 
     cache: dict[str, bytes | None] = {}
 
@@ -253,7 +253,7 @@ def _plain(site: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.response_centre", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.centre.response_centre", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=1883)

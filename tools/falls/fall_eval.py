@@ -1,6 +1,6 @@
 """Evaluate firmware/fall_detector.py on SisFall-format recordings.
 
-    python tools/fall_eval.py DIR [--no-cv | --held-out] [--json]
+    python tools/falls/fall_eval.py DIR [--no-cv | --held-out] [--json]
 
 DIR is searched recursively for files named like F05_SA01_R05.txt (fall) or
 D01_SA01_R01.txt (activity of daily living, ADL); the label comes from the
@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "firmware"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "firmware"))
 from fall_detector import DEFAULTS, FallDetector  # noqa: E402
 
 SRC_RATE_HZ = 200

@@ -1,7 +1,7 @@
 # Bench checks for the first real board: does the ESP32 port behave as the port model
 # (tests/esp32_fakes) and the firmware assume? Run it ON the board with mpremote:
 #
-#   mpremote connect /dev/ttyUSB0 run tools/board_check.py
+#   mpremote connect /dev/ttyUSB0 run tools/hil/board_check.py
 #
 # With the HIL fixture (hardware/hil_fixture.md) a jumper from OUT_GPIO to IN_GPIO lets the
 # board drive one of its own inputs. Each check prints one line
@@ -117,7 +117,7 @@ def check_ext1_disarm(drive):
 def check_wake_to_advert(rtc, ble):
     # Deep sleep 1 s; after the wake, the time from MicroPython's start to the first advert.
     # (ROM and bootloader time before MicroPython starts is not in ticks_ms: add ~30-60 ms,
-    # or measure the current on a scope.) tools/battery_model.py's boot_ms assumes 200 ms.
+    # or measure the current on a scope.) tools/sim/battery_model.py's boot_ms assumes 200 ms.
     rtc.memory(_MARK + bytes([results.count(True), results.count(False)]))
     print("deep sleep 1 s: the wake-to-advert line follows after the reboot")
     time.sleep_ms(100)

@@ -1,7 +1,7 @@
-# Hardware-in-the-loop driver for the simulated serial board (tools/rawrepl_sim.py), started
-# by tools/hil_serial.py through the raw REPL. It emulates time, sleep and wake, so it is no
+# Hardware-in-the-loop driver for the simulated serial board (tools/sim/rawrepl_board.py), started
+# by tools/hil/serial_board.py through the raw REPL. It emulates time, sleep and wake, so it is no
 # test of a real board's: a real ESP32 is tested on the HIL fixture instead
-# (tools/hil_serial.FixtureBoard, hardware/hil_fixture.md), where nothing is emulated; on a
+# (FixtureBoard in tools/hil/serial_board.py, hardware/hil_fixture.md), where nothing is emulated; on a
 # real board this driver runs only when asked for (HIL_EMULATE=1, a bench without fixture).
 #
 # It wraps the board layer so the unchanged firmware (main.py and the role apps) runs with the
@@ -21,7 +21,7 @@
 #   Q                 stop
 # each optionally followed by "#<n>", echoed in the idle line that ends it,
 # and the board reports, one line each: "@hil boot|adv|ind|sleep|log|idle|halt ...".
-# With host_i2c, the I2C bus is the host's (a scripted accelerometer, tools/vboard/lis3dh.py):
+# With host_i2c, the I2C bus is the host's (a scripted accelerometer, tools/sim/vboard/lis3dh.py):
 # each transfer is a request "@hil i2c r|w <now> <addr> <reg> <n|hex>" answered at once by a
 # line "I <hex|!errno> <accel_int level>"; before device time passes the board asks when INT1
 # rises next ("@hil int1 <now>", answer "I <t|-> <level>").

@@ -1,14 +1,14 @@
 """The device-under-test interface: one set of device tests, two backends.
 
-The virtual board (tools.vboard.VirtualBoard, default) implements it directly; a real ESP32
-on a serial port implements it through the board's REPL (HIL_PORT, tools/hil_serial.py).
+The virtual board (tools.sim.vboard.VirtualBoard, default) implements it directly; a real ESP32
+on a serial port implements it through the board's REPL (HIL_PORT, tools/hil/serial_board.py).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from tools.vboard.board import Advert
+from tools.sim.vboard.board import Advert
 
 
 class DeviceUnderTest(Protocol):

@@ -1,18 +1,18 @@
-"""The real-board backend of the device-under-test interface (tools/dut.py), over the REPL.
+"""The real-board backend of the device-under-test interface (tools/hil/dut.py), over the REPL.
 
 `HilSerialBoard(config, port=HIL_PORT)` does what `VirtualBoard(config)` does, on an ESP32 on a
 serial port: the firmware of this tree is put on the board (only files that changed), the
 test's config.json is written, RTC memory is cleared (a reset between tests), and
-tools/hil_board.py is started through the raw REPL. It wraps the board layer: stimulus and
+tools/hil/board_driver.py is started through the raw REPL. It wraps the board layer: stimulus and
 device time come from here as lines on the serial port, everything else is the board's own.
 
 Adverts are what the hub's real bleak scanner hears from the board's MAC (`adverts="bleak"`,
 the CI runner's own Bluetooth adapter), or, where there is no radio, what the board reports it
-put on the air (`adverts="serial"`, the default; tests against tools/rawrepl_sim.py use it).
+put on the air (`adverts="serial"`, the default; tests against tools/sim/rawrepl_board.py use it).
 Every line the board printed is kept in `.log`; the pytest hook below attaches it to a
 failing test's report.
 
-With `accel` (a tools/vboard/lis3dh.py model, as on the virtual board) the board's I2C bus is
+With `accel` (a tools/sim/vboard/lis3dh.py model, as on the virtual board) the board's I2C bus is
 answered from here, so a test scripts the wearable's accelerometer (`accel.feed(samples)`);
 `accel=None` leaves the board its own bus and sensor.
 """
@@ -32,11 +32,11 @@ from typing import Any
 
 import pytest
 
-from tools.flash import Repl, compile_app, install_app
-from tools.vboard.board import Advert, BoardCrashed
-from tools.vboard.lis3dh import Lis3dh
+from tools.installer.flash import Repl, compile_app, install_app
+from tools.sim.vboard.board import Advert, BoardCrashed
+from tools.sim.vboard.lis3dh import Lis3dh
 
-DRIVER = Path(__file__).with_name("hil_board.py")
+DRIVER = Path(__file__).with_name("board_driver.py")
 COMMAND_TIMEOUT_S = 60.0
 # Firmware put on a port once per test session (the board keeps it between tests).
 _synced: set[tuple[str, str]] = set()
@@ -388,7 +388,7 @@ class HilSerialBoard:
 
 
 class _BleakListener:
-    """The hub's real scanner (hub/radio_bleak.py) on this machine's adapter, filtered to one
+    """The hub's real scanner (hub/radio/bleak.py) on this machine's adapter, filtered to one
     MAC, in its own event loop thread."""
 
     def __init__(self, mac: str) -> None:
@@ -402,7 +402,7 @@ class _BleakListener:
 
     def start(self) -> None:
         from hub.clock import SystemClock
-        from hub.radio_bleak import BleakRadio
+        from hub.radio.bleak import BleakRadio
 
         self._thread.start()
         self._radio = BleakRadio(SystemClock(), provisioned=[self.mac])
@@ -420,7 +420,7 @@ class _BleakListener:
             return list(self._heard)
 
     def write(self, frame: bytes) -> None:
-        """The hub's GATT write of an ack frame (hub/radio_bleak.py transmit)."""
+        """The hub's GATT write of an ack frame (hub/radio/bleak.py transmit)."""
         asyncio.run_coroutine_threadsafe(self._radio.transmit(self.mac, frame),
                                          self._loop).result(60)
 
@@ -474,7 +474,7 @@ class FixtureBoard:
         mac = repl.eval("(lambda b: (b.active(True), b.config('mac')[1])[1])"
                         "(__import__('bluetooth').BLE())")
         self.mac = ":".join(f"{x:02X}" for x in bytes(mac))
-        pinmap = json.loads((Path(__file__).resolve().parents[1] / "hardware" /
+        pinmap = json.loads((Path(__file__).resolve().parents[2] / "hardware" /
                              "pinmap.json").read_text())
         role = (self.config or {}).get("role")
         self._active_low = list(pinmap["roles"].get(role, {}).get("active_low", ()))
@@ -575,7 +575,7 @@ def make_board(config: dict[str, Any] | None, **kw: Any) -> HilSerialBoard | Fix
     """The real-board DUT for HIL_PORT; virtual-board-only keywords are ignored (a real board
     has its own MAC, battery and radio). With HIL_STIMULUS_PORT (the fixture's stimulus
     board) nothing on the board is emulated: FixtureBoard. HIL_EMULATE=1 instead runs
-    tools/hil_board.py, which emulates time and sleep (a bench without the fixture; not a
+    tools/hil/board_driver.py, which emulates time and sleep (a bench without the fixture; not a
     test of the board's sleep and wake)."""
     port = hil_port()
     assert port is not None
@@ -585,7 +585,7 @@ def make_board(config: dict[str, Any] | None, **kw: Any) -> HilSerialBoard | Fix
     if os.environ.get("HIL_EMULATE") != "1":
         raise HilError("a real board is tested on the HIL fixture: set HIL_STIMULUS_PORT to "
                        "the stimulus board's port (hardware/hil_fixture.md); HIL_EMULATE=1 "
-                       "runs tools/hil_board.py instead, which emulates time and sleep")
+                       "runs tools/hil/board_driver.py instead, which emulates time and sleep")
     return HilSerialBoard(
         config, port=port,
         battery_mv=kw.get("battery_mv"),

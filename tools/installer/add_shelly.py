@@ -1,11 +1,11 @@
 """Register an off-the-shelf Shelly BLU sensor with the hub: `make shelly` runs this.
 
-    python -m tools.add_shelly --config /etc/tryggheim --model button1 \\
+    python -m tools.installer.add_shelly --config /etc/tryggheim --model button1 \\
         --mac B4:35:22:F5:3D:A4 --id pendant-2 --room bedroom   # bindkey on stdin
 
 Nothing is flashed: the sensor keeps Shelly's firmware. Turn on its encryption in the Shelly
 app first; the app shows the bindkey (32 hex digits). The hub's config and keys file are
-written exactly as `make flash` writes them (tools/provision.py: checked with the hub's own
+written exactly as `make flash` writes them (hub/installer/provision.py: checked with the hub's own
 loader, all or nothing, key file 0600, audited with the key's fingerprint only, the counter
 restarted when the key changed). The bindkey is read from stdin or a prompt, never from the
 command line, where other users could read it in the process list.
@@ -17,8 +17,8 @@ import argparse
 import getpass
 import sys
 
-from hub.shelly import MODELS, model_named
-from tools.provision import LocalHub, ProvisionError, Registration
+from hub.decode.shelly import MODELS, model_named
+from hub.installer.provision import LocalHub, ProvisionError, Registration
 
 
 def normalise_bindkey(text: str) -> str:
@@ -41,7 +41,7 @@ def registration(model: str, mac: str, device_id: str, bindkey: str, room: str =
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.add_shelly", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tools.installer.add_shelly", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="the hub's config directory or file")
     p.add_argument("--model", required=True,

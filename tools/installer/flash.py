@@ -1,6 +1,6 @@
 """`make flash`: put Tryggheim on an ESP32 and register it with the hub, in checked steps.
 
-    python -m tools.flash --role pendant --port /dev/ttyUSB0 [--id pendant-kitchen]
+    python -m tools.installer.flash --role pendant --port /dev/ttyUSB0 [--id pendant-kitchen]
         [--image ESP32_GENERIC.bin | --no-image] [--hub-config /etc/tryggheim/hub.toml |
         --hub user@hub --hub-config /etc/tryggheim/hub.toml] [--rotate-key] [--dry-run]
 
@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools import provision
-from tools.provision import Hub, LocalHub, ProvisionError, Registration, SshHub
-from tools.vboard.board import DATA_FILES  # files besides code that go onto every device
+from hub.installer import provision
+from hub.installer.provision import Hub, LocalHub, ProvisionError, Registration, SshHub
+from tools.sim.vboard.board import DATA_FILES  # files besides code that go onto every device
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # MicroPython runs main.py at boot (not main.mpy) and boot.py is MicroPython's own.
 KEEP_AS_SOURCE = {"main.py"}
 # Where the MicroPython image goes in flash, per chip (MicroPython's download page).
@@ -45,7 +45,7 @@ IMAGE_OFFSET = {"esp32": "0x1000", "esp32s2": "0x1000", "esp32s3": "0x0", "esp32
 IMAGE_MAGIC = 0xE9
 IMAGE_CHIP_ID = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c6": 13}
 DEFAULT_HUB_CONFIG = "/etc/tryggheim"  # an installed hub's config directory (docs/ADMIN.md)
-# How tools.provision runs on a hub installed from the Debian package (packaging/); sudo -n:
+# How hub.installer.provision runs on a hub installed from the Debian package (packaging/); sudo -n:
 # the package's sudoers drop-in allows exactly this with --config /etc/tryggheim.
 DEFAULT_HUB_COMMAND = "sudo -n /usr/sbin/tryggheim-provision"
 
@@ -681,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-config", help="the hub's config file (on the hub with --hub; "
                    f"default there {DEFAULT_HUB_CONFIG})")
     p.add_argument("--hub-command", default=DEFAULT_HUB_COMMAND,
-                   help=f"how to run tools.provision on the hub (default: {DEFAULT_HUB_COMMAND})")
+                   help=f"how to run hub.installer.provision on the hub (default: {DEFAULT_HUB_COMMAND})")
     p.add_argument("--room", default="")
     p.add_argument("--rotate-key", action="store_true", help="issue a new key even on re-flash")
     p.add_argument("--heartbeat-s", type=int)

@@ -1,8 +1,8 @@
 """One night in a home, in virtual time: `make demo` (SCENARIO=name runs one part of it).
 
 All five devices run the real firmware on the virtual board (MicroPython in WebAssembly under
-Node, tools/vboard), the hub runs its real code (hub.service.Hub) with a real Mosquitto and
-the response-centre consumer (tools/response_centre.py). Device time and the hub's clock are
+Node, tools/sim/vboard), the hub runs its real code (hub.service.Hub) with a real Mosquitto and
+the response-centre consumer (tools/centre/response_centre.py). Device time and the hub's clock are
 one virtual clock in Europe/Oslo: the simulator moves both together, in 10 s strides while
 every device sleeps and 200 ms steps while one is awake, and lets the hub, the broker and the
 centre finish their (wall-time) work before virtual time moves on, so what the response
@@ -30,17 +30,17 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hub import config as hub_config
-from hub import keys as hub_keys
+from hub.admin.watch import state_of, state_text
 from hub.clock import ManualClock
-from hub.decode import Report
+from hub.config import keys as hub_keys
+from hub.config import settings as hub_config
+from hub.decode.decoder import Report
 from hub.rules import Outgoing
 from hub.service import Hub
-from hub.watch import state_of, state_text
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
-from tools.vboard import Air, VirtualBoard
-from tools.virtual_home import HomeDevice, receipt_key_of, write_hub_config
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
+from tools.sim.vboard import Air, VirtualBoard
+from tools.sim.virtual_home import HomeDevice, receipt_key_of, write_hub_config
 
 TZ = ZoneInfo("Europe/Oslo")
 EVENING = date(2026, 11, 19)  # a Thursday night in November (no daylight-saving change)
@@ -613,7 +613,7 @@ def _why(p: dict[str, Any]) -> str:
 def run_demo(workdir: Path, name: str = "", echo: Callable[[str], None] = print,
              svg: bool = True) -> tuple[int, Night]:
     """Run a scenario (or the whole night); 0 when every expected alarm arrived."""
-    from tools import night_svg
+    from tools.sim import night_svg
 
     if workdir.exists():
         shutil.rmtree(workdir)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 if TYPE_CHECKING:
-    from tools.demo_night import Night
+    from tools.sim.demo_night import Night
 
 LEFT = 190
 RIGHT = 20
@@ -33,7 +33,7 @@ def write(night: Night, path: Path) -> Path:
 
 
 def render(night: Night) -> str:
-    from tools.demo_night import TZ, at
+    from tools.sim.demo_night import TZ, at
 
     t0 = at(night.sc.start).timestamp()
     t1 = at(night.sc.end).timestamp()
@@ -167,7 +167,7 @@ def _hm(t: float, tz: Any, seconds: bool = False) -> str:
 
 
 def _title(night: Night) -> str:
-    from tools.demo_night import EVENING
+    from tools.sim.demo_night import EVENING
 
     return (f"Tryggheim virtual home, night of {EVENING.isoformat()} ({night.sc.name}): "
             f"{night.sc.start}-{night.sc.end} Europe/Oslo")

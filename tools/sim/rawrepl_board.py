@@ -16,7 +16,7 @@ provisioning tool and the hardware-in-the-loop harness run their real serial cod
   GPIO levels and the radio are what this machine lacks. Adverts given to bluetooth.gap_advertise
   go to FLASH_DIR/../air.log (one JSON line each) so tests can see what would have been on air.
 
-It runs as its own process (python -m tools.rawrepl_sim FLASH_DIR) because it replaces
+It runs as its own process (python -m tools.sim.rawrepl_board FLASH_DIR) because it replaces
 builtins and os functions to confine the board's code to its flash directory.
 Use `SimBoardProcess` from tests.
 """
@@ -547,7 +547,7 @@ def _cryptolib_module() -> types.ModuleType:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="rawrepl_sim", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.sim.rawrepl_board", description=__doc__.splitlines()[0])
     p.add_argument("flash", type=Path, help="host directory that is the board's filesystem")
     p.add_argument("--mac", default="24:0A:C4:00:00:01")
     p.add_argument("--chip", default="ESP32")
@@ -581,11 +581,11 @@ class SimBoardProcess:
         # would stop it.
         self._stderr = open(self.flash.parent / "sim.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.rawrepl_sim", str(self.flash), "--mac", mac,
+            [sys.executable, "-m", "tools.sim.rawrepl_board", str(self.flash), "--mac", mac,
              "--chip", chip, "--battery-mv", str(battery_mv),
              *(a for f in failing_files for a in ("--failing-file", f))],
             stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-            cwd=Path(__file__).resolve().parents[1],
+            cwd=Path(__file__).resolve().parents[2],
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()

@@ -1,7 +1,7 @@
 """The virtual home: a throwaway broker, the hub process, simulated boards and a response centre.
 
-`python -m tools.virtual_home` (what `make demo` runs): one night in the home in virtual time
-(tools/demo_night.py; `--scenario NAME` runs one part, `--scenario help` lists them).
+`python -m tools.sim.virtual_home` (what `make demo` runs): one night in the home in virtual time
+(tools/sim/demo_night.py; `--scenario NAME` runs one part, `--scenario help` lists them).
 `VirtualHome` runs the hub as a `tryggheim run` process in wall time, for tests.
 """
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
-from tools.vboard import Air, VirtualBoard
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
+from tools.sim.vboard import Air, VirtualBoard
 
 SITE = "demo-home"
 
@@ -79,7 +79,7 @@ def write_hub_config(
     key_file.chmod(0o600)
     path = workdir / "hub.toml"
     path.write_text("\n".join(lines) + "\n" + extra)
-    from hub import keys
+    from hub.config import keys
 
     keys.write(workdir / "keys.toml", {d.id: d.key for d in devices})  # mode 0600
     return path
@@ -87,7 +87,7 @@ def write_hub_config(
 
 def receipt_key_of(config: Path) -> bytes:
     """The receipt key write_hub_config wrote beside `config`, for the centre to sign with."""
-    from hub.config import read_receipt_key
+    from hub.config.settings import read_receipt_key
 
     return read_receipt_key(config.parent / "receipt.key")
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="one part of the night (help: list them); default the whole night")
     args = p.parse_args(argv)
     workdir = Path(args.workdir).resolve()
-    from tools import demo_night
+    from tools.sim import demo_night
 
     if args.scenario == "help":
         print(demo_night.describe())

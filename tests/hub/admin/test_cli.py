@@ -1,6 +1,6 @@
 """The human-readable status says whether the hub hears its devices at all."""
 
-from hub.admin_cli import _status_text
+from hub.admin.cli import _status_text
 
 
 def test_status_text_shows_scan_mode_and_a_deaf_radio() -> None:

@@ -7,9 +7,9 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from hub.audit import AuditLog, Who, diff, read_sources
-from hub.control import is_admin
-from hub.eventlog import EventLog
+from hub.admin.audit import AuditLog, Who, diff, read_sources
+from hub.admin.control import is_admin
+from hub.admin.eventlog import EventLog
 from hub.rules import Outgoing
 
 OSLO = ZoneInfo("Europe/Oslo")

@@ -13,11 +13,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from hub import sdnotify
+from hub.admin import sdnotify
 from protocols import bthome
 from tests.conftest import requires_mosquitto
-from tests.test_admin import hub_running, wait_until
-from tools.mosquitto import Mosquitto
+from tests.hub.admin.test_server import hub_running, wait_until
+from tools.centre.mosquitto import Mosquitto
 
 
 class NotifySocket:

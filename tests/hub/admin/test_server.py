@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from hub import keys
+from hub.config import keys
 from protocols import ack, bthome
 from tests.conftest import requires_mosquitto
-from tests.test_delivery_support import RECEIPT_KEY, centre_keys, write_key
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
-from tools.vboard import Air
-from tools.virtual_home import start_hub, stop_process
+from tests.hub_support import RECEIPT_KEY, centre_keys, write_key
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
+from tools.sim.vboard import Air
+from tools.sim.virtual_home import start_hub, stop_process
 
 pytestmark = [requires_mosquitto]
 
@@ -285,7 +285,7 @@ def test_control_socket_refuses_users_outside_the_admin_group() -> None:
     import asyncio
     import tempfile
 
-    from hub.control import ControlServer, Request
+    from hub.admin.control import ControlServer, Request
 
     if os.getuid() != 0:
         pytest.skip("needs root to try the socket as another user")

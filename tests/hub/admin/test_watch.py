@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from hub.config import Device
-from hub.decode import Report
-from hub.watch import WatchBoard, render, state_of
+from hub.admin.watch import WatchBoard, render, state_of
+from hub.config.settings import Device
+from hub.decode.decoder import Report
 from tests.conftest import requires_mosquitto, requires_node
-from tools.virtual_home import HomeDevice, VirtualHome
+from tools.sim.virtual_home import HomeDevice, VirtualHome
 
 TRYGGHEIM = str(Path(sys.executable).with_name("tryggheim"))
 DOOR = Device("door-1", "door", "C0:FF:EE:00:00:03", "hall")
@@ -182,10 +182,10 @@ def test_scan_on_the_virtual_air_and_on_a_replayed_capture(tmp_path: Path) -> No
 @requires_node
 @requires_mosquitto
 def test_watch_on_a_hub_whose_radio_is_a_replayed_capture(tmp_path: Path, broker: Any) -> None:
-    from hub.radio import Advert
-    from hub.radio_capture import to_line
-    from tools.vboard import VirtualBoard
-    from tools.virtual_home import start_hub, stop_process, write_hub_config
+    from hub.radio.capture import to_line
+    from hub.radio.scanner import Advert
+    from tools.sim.vboard import VirtualBoard
+    from tools.sim.virtual_home import start_hub, stop_process, write_hub_config
 
     d = HOME[1]
     board = VirtualBoard(d.board_config(heartbeat_s=600), mac=d.mac, rssi=-71).start()

@@ -13,15 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub import cli, keys
+from hub import cli
 from hub.clock import ManualClock
-from hub.config import ConfigError, Device
-from hub.counters import CounterStore
-from hub.decode import AdvertDecoder
-from hub.radio import Advert
-from hub.radio_capture import CaptureWriter, ReplayScanner, parse_line, read
+from hub.config import keys
+from hub.config.settings import ConfigError, Device
+from hub.decode.counters import CounterStore
+from hub.decode.decoder import AdvertDecoder
+from hub.radio.capture import CaptureWriter, ReplayScanner, parse_line, read
+from hub.radio.scanner import Advert
 from protocols import bthome
-from tests.test_protocol_ccm import Ecb
+from tests.protocols.test_ccm import Ecb
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 MAC = "C0:FF:EE:00:00:01"
@@ -200,8 +201,8 @@ def test_bad_key_is_reported_with_file_line_and_field_without_echoing_it(tmp_pat
 
 
 def test_device_without_key_is_a_config_error(tmp_path: Path) -> None:
-    from hub import config
-    from tools.virtual_home import HomeDevice, write_hub_config
+    from hub.config import settings as config
+    from tools.sim.virtual_home import HomeDevice, write_hub_config
 
     devs = [HomeDevice("p1", "pendant", "C0:FF:EE:00:00:01")]
     cfg = config.load(write_hub_config(tmp_path, 1883, devs))
@@ -214,7 +215,7 @@ def test_device_without_key_is_a_config_error(tmp_path: Path) -> None:
 
 def test_run_refuses_world_readable_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                          ) -> None:
-    from tools.virtual_home import HomeDevice, write_hub_config
+    from tools.sim.virtual_home import HomeDevice, write_hub_config
 
     config = write_hub_config(tmp_path, 1883, [HomeDevice("p1", "pendant", MAC)])
     os.chmod(tmp_path / "keys.toml", 0o644)
@@ -316,7 +317,7 @@ def test_replay_scanner_feeds_the_decoder_and_replays_are_refused(tmp_path: Path
 
 
 def test_replay_radio_needs_its_file_and_paths_are_beside_the_config(tmp_path: Path) -> None:
-    from hub import config
+    from hub.config import settings as config
 
     base = '[site]\nid = "s"\n[hub]\nid = "h"\nkeys_file = "secret/k.toml"\n[radio]\n'
     (tmp_path / "a.toml").write_text(base + 'kind = "replay"\n')

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import requires_mosquitto, requires_node
-from tools.response_centre import ResponseCentre
-from tools.virtual_home import VirtualHome, start_hub, stop_process
+from tools.centre.response_centre import ResponseCentre
+from tools.sim.virtual_home import VirtualHome, start_hub, stop_process
 
 pytestmark = [requires_node, requires_mosquitto]
 

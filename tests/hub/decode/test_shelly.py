@@ -1,4 +1,4 @@
-"""Shelly BLU sensors (hub/shelly.py): the adverts published in bthome-ble's own test suite,
+"""Shelly BLU sensors (hub/decode/shelly.py): the adverts published in bthome-ble's own test suite,
 adverts built to the same format, what differs from our own devices (objects, packet id,
 button events), config validation and the provisioning command."""
 
@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub import config as hub_config
-from hub import keys as hub_keys
-from hub import shelly
-from hub.config import Device
-from hub.counters import CounterStore
-from hub.decode import AdvertDecoder
-from hub.radio import Advert
+from hub.config import keys as hub_keys
+from hub.config import settings as hub_config
+from hub.config.settings import Device
+from hub.decode import shelly
+from hub.decode.counters import CounterStore
+from hub.decode.decoder import AdvertDecoder
+from hub.radio.scanner import Advert
 from protocols import bthome
-from tools import add_shelly
+from tools.installer import add_shelly
 
 # Published Shelly BLU adverts, from Bluetooth-Devices/bthome-ble tests/test_parser_v2.py
 # (version 3.20.0, commit d55bd3a): service data from the device-info byte, sender, key.
@@ -298,7 +298,7 @@ def test_devices_listing_says_a_shelly_button_gives_no_feedback() -> None:
 def test_installer_tools_read_shelly_objects() -> None:
     # `tryggheim decode` and `tryggheim scan` use inspect(): a Shelly door's light and tilt
     # must not look like a decryption failure to the installer.
-    from hub.decode import inspect
+    from hub.decode.decoder import inspect
 
     svc = built(DOOR, 7, [(0x00, 4), (0x01, 77), (0x05, 500), (0x2D, 1), (0x3F, 30)])
     out = inspect(svc, DOOR.mac, {"door-1": KEY})

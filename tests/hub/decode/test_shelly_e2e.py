@@ -16,15 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hub import keys
-from hub.shelly import build_service_data
+from hub.config import keys
+from hub.decode.shelly import build_service_data
 from tests.conftest import requires_mosquitto
-from tests.test_delivery_support import RECEIPT_KEY, centre_keys, write_key
-from tests.test_shelly import PUB_BUTTON, PUB_MOTION
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
-from tools.vboard.air import Air
-from tools.virtual_home import start_hub
+from tests.hub.decode.test_shelly import PUB_BUTTON, PUB_MOTION
+from tests.hub_support import RECEIPT_KEY, centre_keys, write_key
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
+from tools.sim.vboard.air import Air
+from tools.sim.virtual_home import start_hub
 
 pytestmark = requires_mosquitto
 

@@ -1,7 +1,7 @@
 """Acknowledgements to the resident's device: what is sent, when, and what it never holds up.
 
 The radio here is a recorder standing in for `Scanner.transmit` (the GATT write itself is
-tested through bleak in test_radio_bleak.py and end to end in test_acks_bleak.py); the frames
+tested through bleak in tests/hub/radio/test_bleak.py and end to end in test_acks_bleak.py); the frames
 are checked with protocols/ack.py's decoder, as the device checks them."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from hub.acks import AckSender, AckSettings
-from hub.config import Device
-from hub.decode import Report
+from hub.config.settings import Device
+from hub.decode.decoder import Report
+from hub.delivery.acks import AckSender, AckSettings
 from hub.rules import Outgoing
 from protocols import ack, bthome
 
@@ -257,7 +257,7 @@ def test_a_repeat_of_an_older_alarm_does_not_resend_a_newer_ack() -> None:
 
 
 def test_alarms_awaiting_their_receipt_survive_a_restart(tmp_path: Any) -> None:
-    from hub.acks import AckStore
+    from hub.delivery.acks import AckStore
 
     dev = device(1)
     devices = {dev.id: dev}

@@ -13,15 +13,16 @@ from typing import Any
 
 import pytest
 
-from hub import config, keys
-from hub.radio_bleak import ACK_CHAR_UUID, ACK_SERVICE_UUID
+from hub.config import keys
+from hub.config import settings as config
+from hub.radio.bleak import ACK_CHAR_UUID, ACK_SERVICE_UUID
 from hub.service import Hub
 from protocols import ack, bthome
-from tests.bluez_mock import BluezMock, requires_dbus
 from tests.conftest import requires_mosquitto
-from tests.test_delivery_support import RECEIPT_KEY, centre_keys, write_key
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
+from tests.hub.radio.bluez_mock import BluezMock, requires_dbus
+from tests.hub_support import RECEIPT_KEY, centre_keys, write_key
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
 
 pytestmark = [requires_dbus, requires_mosquitto]
 

@@ -1,7 +1,7 @@
 """Delivery against a real Mosquitto: receipts, outages, crashes, auth and TLS.
 
 Each test starts its own broker on a free loopback port. The hub is the real Hub (see
-tests/test_delivery_support.py); the response centre is tools/response_centre.py.
+tests/hub_support.py); the response centre is tools/centre/response_centre.py.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from hub import config
+from hub.config import settings as config
 from tests.conftest import requires_mosquitto
-from tests.test_delivery_support import (
+from tests.hub_support import (
     SITE,
     centre_keys,
     make_hub,
@@ -31,12 +31,12 @@ from tests.test_delivery_support import (
     wait_sync,
     write_config,
 )
-from tools.mosquitto import Mosquitto, make_tls
-from tools.netns import NetNs
-from tools.response_centre import ResponseCentre
+from tools.centre.mosquitto import Mosquitto, make_tls
+from tools.centre.netns import NetNs
+from tools.centre.response_centre import ResponseCentre
 
 pytestmark = requires_mosquitto
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -236,7 +236,7 @@ class HubProcess:
 
     def __init__(self, cfg: Path, log: Path, netns: NetNs | None = None) -> None:
         self.log = open(log, "ab")
-        argv = [sys.executable, "-m", "tests.test_delivery_support", str(cfg)]
+        argv = [sys.executable, "-m", "tests.hub_support", str(cfg)]
         self.proc = subprocess.Popen(
             netns.command(argv) if netns else argv,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT,
@@ -426,7 +426,7 @@ def test_healthy_link_sends_each_message_once(workdir: Path) -> None:
     asyncio.run(main())
 
 
-# The shipped ACL is tested in tests/test_link_security.py.
+# The shipped ACL is tested in tests/hub/delivery/test_link_security.py.
 
 
 def test_hub_killed_at_random_points_in_bursts_loses_no_stored_alarm(workdir: Path) -> None:

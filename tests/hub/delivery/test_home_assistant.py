@@ -1,8 +1,8 @@
-"""Home Assistant discovery ([home_assistant], hub/home_assistant.py) against real Mosquitto
+"""Home Assistant discovery ([home_assistant], hub/delivery/home_assistant.py) against real Mosquitto
 brokers: the family's broker (Home Assistant's) and, separately, the response centre's.
 
 Every discovery config the hub leaves on the family's broker validates against the schema
-written from Home Assistant's documentation (tests/ha_discovery_schema.py); states follow
+written from Home Assistant's documentation (tests/hub/delivery/ha_discovery_schema.py); states follow
 the devices; a silent device becomes unavailable; configs come back on Home Assistant's
 birth message and go away when a device is removed; only what the section allows is there.
 """
@@ -25,20 +25,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub import config, keys
-from hub.audit import Who
+from hub.admin.audit import Who
+from hub.admin.control import ControlError
 from hub.clock import ManualClock
-from hub.control import ControlError
-from hub.ha_settings import ENTITIES
-from hub.radio import Advert
+from hub.config import keys
+from hub.config import settings as config
+from hub.decode.shelly import build_service_data
+from hub.delivery.ha_settings import ENTITIES
+from hub.radio.scanner import Advert
 from hub.service import Hub
-from hub.shelly import build_service_data
 from protocols import bthome
 from tests.conftest import requires_mosquitto
-from tests.ha_discovery_schema import SchemaError, validate
-from tests.test_delivery_support import SilentRadio, open_for_broker, until
-from tests.test_protocol_ccm import Ecb
-from tools.mosquitto import Mosquitto
+from tests.hub.delivery.ha_discovery_schema import SchemaError, validate
+from tests.hub_support import SilentRadio, open_for_broker, until
+from tests.protocols.test_ccm import Ecb
+from tools.centre.mosquitto import Mosquitto
 
 pytestmark = requires_mosquitto
 
@@ -423,7 +424,7 @@ def test_schema_check_catches_what_home_assistant_would_not_accept() -> None:
 
 
 def test_the_documented_example_section_is_valid_and_off_as_shipped(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1] / "docs" / "example-config"
+    root = Path(__file__).resolve().parents[3] / "docs" / "example-config"
     assert config.load(root).home_assistant is None  # shipped commented out: off
     conf = tmp_path / "conf"
     shutil.copytree(root, conf)
@@ -439,7 +440,7 @@ def test_the_documented_example_section_is_valid_and_off_as_shipped(tmp_path: Pa
 
 
 def test_status_text_shows_the_home_assistant_link() -> None:
-    from hub.admin_cli import _status_text
+    from hub.admin.cli import _status_text
 
     text = _status_text({"home_assistant": {"connected": False, "broker": "10.0.0.5:1883",
                                             "publish": ["door", "battery"]}})
@@ -457,7 +458,7 @@ def test_every_combination_publishes_only_what_is_allowed_and_validates(
         tmp_path_factory: pytest.TempPathFactory, publish: set[str], chosen: set[str],
         values: dict[str, int]) -> None:
     """Without a broker: what the publisher would put on it, for any section."""
-    from hub.home_assistant import HomeAssistant, HubView
+    from hub.delivery.home_assistant import HomeAssistant, HubView
     from hub.rules import RuleEngine
 
     d = tmp_path_factory.mktemp("ha")

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from hub import config, mqtt_link
 from hub.clock import SystemClock
-from hub.mqtt_link import MqttLink, ReconnectPolicy
-from hub.outbox import Outbox
+from hub.config import settings as config
+from hub.delivery import mqtt_link
+from hub.delivery.mqtt_link import MqttLink, ReconnectPolicy
+from hub.delivery.outbox import Outbox
 from hub.service import Hub
 from protocols import mqtt_schema
 from tests.conftest import requires_mosquitto
-from tests.test_delivery_support import (
+from tests.hub_support import (
     SITE,
     SilentRadio,
     centre_keys,
@@ -29,8 +30,8 @@ from tests.test_delivery_support import (
     until,
     write_config,
 )
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
 
 pytestmark = requires_mosquitto
 
@@ -235,7 +236,7 @@ def test_reconnect_policy() -> None:
 def test_watchdog_notices_a_connection_without_progress(tmp_path: Path) -> None:
     """Connected, messages in flight, and nothing from the broker for longer than twice the
     keepalive: the client is rebuilt (the deadline is on the monotonic clock)."""
-    from hub.outbox import Row
+    from hub.delivery.outbox import Row
 
     t = [1000.0]
     settings = config.MqttSettings(keepalive=5)

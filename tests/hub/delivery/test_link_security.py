@@ -21,11 +21,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub import config
-from hub.commands import parse_command
+from hub.config import settings as config
+from hub.delivery.commands import parse_command
 from protocols import mqtt_schema
 from tests.conftest import requires_mosquitto
-from tests.test_delivery_support import (
+from tests.hub_support import (
     SITE,
     centre_keys,
     make_hub,
@@ -36,10 +36,10 @@ from tests.test_delivery_support import (
     write_config,
     write_key,
 )
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_ACL = (ROOT / "docs" / "mosquitto" / "tryggheim.acl").read_text()
 RECEIPT = mqtt_schema.topic(SITE, "receipt")
 
@@ -347,7 +347,7 @@ def test_poison_receipts_do_not_stop_delivery(workdir: Path) -> None:
 
 
 def test_response_centre_signs_with_keys_from_a_directory(tmp_path: Path) -> None:
-    from tools.response_centre import key_directory
+    from tools.centre.response_centre import key_directory
 
     key = secrets.token_bytes(32)
     write_key(tmp_path / f"{SITE}.key", key)
@@ -363,7 +363,7 @@ def test_the_shipped_listener_config_runs_as_written(workdir: Path) -> None:
     import shutil
     import subprocess
 
-    from tools.mosquitto import free_port, make_tls, wait_for_port
+    from tools.centre.mosquitto import free_port, make_tls, wait_for_port
 
     tls = make_tls(workdir / "tls", client_cn="unused")
     d = workdir / "etc"
@@ -432,8 +432,8 @@ def test_the_shipped_listener_config_runs_as_written(workdir: Path) -> None:
 def test_a_broken_off_tls_handshake_without_a_client_certificate_is_named() -> None:
     import ssl
 
-    from hub.config import MqttSettings
-    from hub.mqtt_link import explain_connect_error
+    from hub.config.settings import MqttSettings
+    from hub.delivery.mqtt_link import explain_connect_error
 
     e = ssl.SSLError(1, "[SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure")
     text = explain_connect_error(e, MqttSettings(tls_ca=Path("ca.crt")))

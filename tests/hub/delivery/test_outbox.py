@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hub.outbox import GroupCommitter, Outbox, OutboxWriteError, is_disk_full
+from hub.delivery.outbox import GroupCommitter, Outbox, OutboxWriteError, is_disk_full
 from hub.rules import Outgoing
 from protocols import mqtt_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SITE = "t-site"
 
 
@@ -133,8 +133,8 @@ def test_connection_is_wal_and_full_sync(tmp_path: Path) -> None:
 
 KILL_WRITER = textwrap.dedent("""
     import asyncio, sys
-    from hub.outbox import GroupCommitter, Outbox
-    from tests.test_outbox import msg
+    from hub.delivery.outbox import GroupCommitter, Outbox
+    from tests.hub.delivery.test_outbox import msg
 
     async def main():
         ob = Outbox(sys.argv[1])
@@ -274,7 +274,7 @@ def test_a_receipt_naming_260000_ids_is_confirmed_in_chunks(tmp_path: Path) -> N
 
 
 def test_decisions_commit_in_order_with_their_state(tmp_path: Path) -> None:
-    from hub.outbox import Decision
+    from hub.delivery.outbox import Decision
 
     ob = Outbox(tmp_path / "o.sqlite")
     ob.commit([Decision([msg("alarm", "a1")], {"d1": 5}, b'{"s": 1}', [("a1", "d1", 5, b"x")]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hub.routing import Route, route
+from hub.delivery.routing import Route, route
 from hub.rules import Outgoing
 
 
@@ -51,7 +51,7 @@ def test_types_filter() -> None:
 # -- [mqtt] delivery settings and route delivery rules: ranges, named by file, line, field ----
 import pytest  # noqa: E402
 
-from hub import config  # noqa: E402
+from hub.config import settings as config  # noqa: E402
 
 BASE = """\
 [site]

@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from hub import keys
-from hub.config import Device
-from hub.radio import Advert
-from hub.scan_tool import ScanTable, render
+from hub.config import keys
+from hub.config.settings import Device
+from hub.installer.scan import ScanTable, render
+from hub.radio.scanner import Advert
 from protocols import ack, bthome
-from tests.bluez_mock import BluezMock, requires_dbus
+from tests.hub.radio.bluez_mock import BluezMock, requires_dbus
 
 PENDANT = Device("pendant-1", "pendant", "D4:00:00:00:00:01", "bedroom")
 DOOR = Device("door-1", "door", "D4:00:00:00:00:02", "hall")

@@ -1,7 +1,7 @@
 """The bleak scanner through the real bleak BlueZ backend, against a mock BlueZ on a private bus.
 
 What is real: bleak 3.x and its D-Bus traffic (dbus-fast), the D-Bus daemon, the hub's radio
-and watchdog code. What stands in for the missing radio: tests/bluez_template.py, which only
+and watchdog code. What stands in for the missing radio: tests/hub/radio/bluez_template.py, which only
 lets an advert through while the adapter is really scanning, so a scan that is not restarted
 after a fault stays deaf here as it would on a Pi.
 """
@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 
 from hub.clock import SystemClock
-from hub.radio import Advert
-from hub.radio_bleak import (
+from hub.radio.bleak import (
     ACK_CHAR_UUID,
     ACK_SERVICE_UUID,
     BleakRadio,
     BleakSettings,
     TransmitError,
 )
-from hub.radio_watchdog import WatchdogSettings
+from hub.radio.scanner import Advert
+from hub.radio.watchdog import WatchdogSettings
 from protocols import bthome
-from tests.bluez_mock import BluezMock, requires_dbus
+from tests.hub.radio.bluez_mock import BluezMock, requires_dbus
 
 pytestmark = requires_dbus
 

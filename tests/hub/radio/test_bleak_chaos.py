@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from hub.clock import SystemClock
-from hub.radio import Advert
-from hub.radio_bleak import BleakRadio, BleakSettings
-from hub.radio_watchdog import WatchdogSettings
-from tests.bluez_mock import BluezMock, requires_dbus
-from tests.test_radio_bleak import PENDANT, heard_after, run
+from hub.radio.bleak import BleakRadio, BleakSettings
+from hub.radio.scanner import Advert
+from hub.radio.watchdog import WatchdogSettings
+from tests.hub.radio.bluez_mock import BluezMock, requires_dbus
+from tests.hub.radio.test_bleak import PENDANT, heard_after, run
 
 pytestmark = requires_dbus
 

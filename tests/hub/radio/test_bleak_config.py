@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hub import config
-from hub.config import RadioSettings
-from hub.radio_watchdog import for_heartbeats
+from hub.config import settings as config
+from hub.config.settings import RadioSettings
+from hub.radio.watchdog import for_heartbeats
 
 BASE = """
 [site]

@@ -8,15 +8,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from hub import config
-from hub.config import RadioSettings
+from hub.config import settings as config
+from hub.config.settings import RadioSettings
 from hub.service import Hub
-from tests.bluez_mock import BluezMock, requires_dbus
 from tests.conftest import requires_mosquitto
-from tests.test_acks_bleak import PENDANT, button_advert, until, write_config
-from tests.test_delivery_support import centre_keys
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
+from tests.hub.delivery.test_acks_bleak import PENDANT, button_advert, until, write_config
+from tests.hub.radio.bluez_mock import BluezMock, requires_dbus
+from tests.hub_support import centre_keys
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
 
 pytestmark = [requires_dbus, requires_mosquitto]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.radio_watchdog import Action, Watchdog, WatchdogSettings, for_heartbeats
+from hub.radio.watchdog import Action, Watchdog, WatchdogSettings, for_heartbeats
 
 S = WatchdogSettings(silence_s=90, power_cycle_silence_s=180, deaf_alarm_s=600, backoff_s=2,
                      backoff_max_s=16, restarts_before_power_cycle=1)

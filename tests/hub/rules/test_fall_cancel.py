@@ -3,9 +3,9 @@ centre sees, never silence; every fall advert is an alarm (protocols/BTHOME.md).
 
 from __future__ import annotations
 
-from hub.decode import Report
+from hub.decode.decoder import Report
 from protocols import bthome, scaip
-from tests.test_rules import Home, RulesConfig, at
+from tests.hub.rules.test_rules import Home, RulesConfig, at
 
 
 def advert(h: Home, t: float, trigger: bool = True, **values: int) -> list[tuple[str, str]]:

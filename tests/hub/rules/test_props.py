@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from hub.decode import Report
+from hub.decode.decoder import Report
 from hub.rules import RuleEngine
 from hub.rules.settings import BedExitRule, InactivityRule, RulesConfig, SilentRule, WanderingRule
 from hub.rules.windows import parse_window
-from tests.test_rules import DEVICES, counter_ids
+from tests.hub.rules.test_rules import DEVICES, counter_ids
 
 UTC = ZoneInfo("UTC")
 OSLO = ZoneInfo("Europe/Oslo")

@@ -12,18 +12,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hub import config, keys
 from hub.clock import ManualClock
+from hub.config import keys
+from hub.config import settings as config
 from hub.service import Hub
 from hub.store import DB_NAME
 from protocols import bthome
 from tests.conftest import requires_mosquitto
-from tests.test_admin import DEVICES, KEYS, SITE, write_config_dir
-from tests.test_delivery_support import centre_keys
-from tests.test_rules import OSLO, at
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
-from tools.vboard import Air
+from tests.hub.admin.test_server import DEVICES, KEYS, SITE, write_config_dir
+from tests.hub.rules.test_rules import OSLO, at
+from tests.hub_support import centre_keys
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
+from tools.sim.vboard import Air
 
 pytestmark = [requires_mosquitto]
 

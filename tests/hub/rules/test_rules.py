@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hub.config import Device
-from hub.decode import Report
+from hub.config.settings import Device
+from hub.decode.decoder import Report
 from hub.rules import Outgoing, RuleEngine
 from hub.rules.settings import (
     BatteryRule,

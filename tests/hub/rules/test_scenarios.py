@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from hub.clock import ClockWatch, ManualClock
-from hub.decode import Report
+from hub.decode.decoder import Report
 from hub.rules.settings import BedExitRule, InactivityRule, RulesConfig, WanderingRule
 from hub.rules.store import RuleStateStore
 from hub.rules.windows import parse_window
-from tests.test_rules import DEVICES, OSLO, QUIET, Home, at
+from tests.hub.rules.test_rules import DEVICES, OSLO, QUIET, Home, at
 
 # The evening each night starts; DST 2026 in Oslo: 29 March 02:00 -> 03:00, 25 October
 # 03:00 -> 02:00.
@@ -433,7 +433,7 @@ def test_a_window_edge_in_the_repeated_october_hour_is_its_first_pass() -> None:
 
 
 def test_the_example_config_chooses_the_bed_exit_behaviour_deliberately() -> None:
-    text = (Path(__file__).parent.parent / "docs/example-config/rules.toml").read_text()
+    text = (Path(__file__).resolve().parents[3] / "docs/example-config/rules.toml").read_text()
     section = text.split("[[bed_exit]]")[1].split("\n[")[0]
     assert "\nrequire_in_bed = " in section
 

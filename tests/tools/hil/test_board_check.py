@@ -1,4 +1,4 @@
-"""tools/board_check.py, the bench script for the first real board, compiles for MicroPython
+"""tools/hil/board_check.py, the bench script for the first real board, compiles for MicroPython
 and its logic runs on the port model (a jumper from GPIO25 to GPIO27, as the HIL fixture
 has it): every check passes there, with the figures the model predicts. On a real board a
 different figure is what the check is for."""
@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 from tests.conftest import requires_node
-from tools.vboard import VirtualBoard
+from tools.sim.vboard import VirtualBoard
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tools" / "board_check.py"
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = ROOT / "tools" / "hil" / "board_check.py"
 
 
 def test_board_check_compiles_for_micropython() -> None:

@@ -1,6 +1,6 @@
-"""The hardware-in-the-loop harness: the serial DUT backend (tools/hil_serial.py) driving the
+"""The hardware-in-the-loop harness: the serial DUT backend (tools/hil/serial_board.py) driving the
 firmware through the REPL of a board, here the simulated ESP32 on a pseudo-terminal
-(tools/rawrepl_sim.py, which runs the firmware's ESP32 board layer on stand-in machine and
+(tools/sim/rawrepl_board.py, which runs the firmware's ESP32 board layer on stand-in machine and
 bluetooth modules); the backend choice with HIL_PORT; and the serial log on a failing test.
 """
 
@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from protocols import bthome
-from tests.bluez_mock import BluezMock, requires_dbus
 from tests.hil.conftest import device_config
 from tests.hil.helpers import AES, MAC, values
-from tools import hil_serial
-from tools.hil_serial import HilSerialBoard
-from tools.rawrepl_sim import SimBoardProcess
+from tests.hub.radio.bluez_mock import BluezMock, requires_dbus
+from tools.hil import serial_board as hil_serial
+from tools.hil.serial_board import HilSerialBoard
+from tools.sim.rawrepl_board import SimBoardProcess
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_a_crash_on_the_board_is_reported_with_its_traceback(sim: SimBoardProces
 CONFTEST = """
 import os
 import pytest
-from tools.hil_serial import HilSerialBoard, pytest_runtest_makereport  # noqa: F401
+from tools.hil.serial_board import HilSerialBoard, pytest_runtest_makereport  # noqa: F401
 
 
 @pytest.fixture

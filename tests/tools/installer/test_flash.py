@@ -1,4 +1,4 @@
-"""`make flash` against a simulated ESP32 on a pseudo-terminal (tools/rawrepl_sim.py): the real
+"""`make flash` against a simulated ESP32 on a pseudo-terminal (tools/sim/rawrepl_board.py): the real
 mpremote and esptool code paths, the files that land on the board, the registration, and a
 clear message for each common mistake with nothing half-registered.
 
@@ -19,15 +19,16 @@ from pathlib import Path
 import pytest
 import serial
 
-from hub import config as hub_config
-from hub import keys as hub_keys
-from hub.counters import CounterStore
+from hub.config import keys as hub_keys
+from hub.config import settings as hub_config
+from hub.decode.counters import CounterStore
+from hub.installer import provision
 from hub.store import DB_NAME
 from tests.conftest import requires_node
-from tools import flash, provision
-from tools.rawrepl_sim import SimBoardProcess
+from tools.installer import flash
+from tools.sim.rawrepl_board import SimBoardProcess
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 MAC = "24:0A:C4:12:34:56"
 
 HUB_TOML = """\
@@ -84,7 +85,7 @@ def fake_esptool(tmp_path: Path, board: SimBoardProcess, monkeypatch: pytest.Mon
 
 
 def run(*args: str) -> tuple[int, str, str]:
-    p = subprocess.run([sys.executable, "-m", "tools.flash", *args], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "tools.installer.flash", *args], capture_output=True,
                        text=True, cwd=ROOT, timeout=120)
     return p.returncode, p.stdout, p.stderr
 
@@ -272,14 +273,14 @@ def test_dry_run_shows_the_ssh_commands_it_checked_with(
     ssh.write_text(f'#!/bin/sh\necho "$*" >> {log}\nshift 5\nexec sh -c "$*"\n')
     ssh.chmod(0o755)
     monkeypatch.setenv("TRYGGHEIM_SSH", str(ssh))
-    hub_cmd = f"{sys.executable} -m tools.provision"
+    hub_cmd = f"{sys.executable} -m hub.installer.provision"
     rc, out, err = run("--role", "pir", "--port", board.port, "--no-image", "--id", "pir-hall",
                        "--hub", "installer@hub.local", "--hub-config", str(hub_toml),
                        "--hub-command", hub_cmd, "--dry-run")
     assert rc == 0, err
     calls = log.read_text().splitlines()
     # What ran: the hub's check, and the check of this device as planned; nothing else.
-    assert [c.split(" -m tools.provision ")[1].split()[0] for c in calls] == [
+    assert [c.split(" -m hub.installer.provision ")[1].split()[0] for c in calls] == [
         "check", "key-fingerprint", "check"]
     assert f"{hub_cmd} check --config {hub_toml} --id pir-hall --role pir --mac {MAC}" in out
     assert (f"would run: {ssh} -o BatchMode=yes -o ConnectTimeout=10 installer@hub.local "
@@ -471,7 +472,7 @@ def test_flashing_over_ssh_registers_on_the_hub(
     monkeypatch.setenv("TRYGGHEIM_SSH", str(ssh))
     rc, out, err = run("--role", "pir", "--port", board.port, "--no-image", "--id", "pir-hall",
                        "--hub", "installer@hub.local", "--hub-config", str(hub_toml),
-                       "--hub-command", f"{sys.executable} -m tools.provision")
+                       "--hub-command", f"{sys.executable} -m hub.installer.provision")
     assert rc == 0, err
     assert hub_config.load(hub_toml).devices["pir-hall"].mac == MAC
     assert "over SSH" in out

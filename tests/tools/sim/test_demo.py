@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_mosquitto, requires_node
-from tools import demo_night, virtual_home
-from tools.demo_night import Expect, Scenario, Step
+from tools.sim import demo_night, virtual_home
+from tools.sim.demo_night import Expect, Scenario, Step
 
 pytestmark = [requires_node, requires_mosquitto]
 
@@ -105,8 +105,8 @@ def test_closing_hint_names_a_command_that_runs(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_virtual_pendant_battery_is_not_empty_by_default() -> None:
-    from hub.decode import inspect
-    from tools.vboard import VirtualBoard
+    from hub.decode.decoder import inspect
+    from tools.sim.vboard import VirtualBoard
 
     key = "00112233445566778899aabbccddeeff"
     b = VirtualBoard({"id": "p", "role": "pendant", "key": key}).start()
@@ -122,7 +122,7 @@ def test_missing_default_admin_group_is_no_warning(tmp_path: Path,
                                                     caplog: pytest.LogCaptureFixture) -> None:
     import asyncio
 
-    from hub.control import DEFAULT_GROUP, ControlServer, admin_gid
+    from hub.admin.control import DEFAULT_GROUP, ControlServer, admin_gid
 
     async def handler(req: object) -> None:
         return None
@@ -134,7 +134,7 @@ def test_missing_default_admin_group_is_no_warning(tmp_path: Path,
 
     if admin_gid(DEFAULT_GROUP) is not None:
         pytest.skip(f"group {DEFAULT_GROUP} exists here")
-    with caplog.at_level(logging.INFO, logger="hub.control"):
+    with caplog.at_level(logging.INFO, logger="hub.admin.control"):
         asyncio.run(start_stop(tmp_path / "c.sock", DEFAULT_GROUP))
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
         caplog.clear()

@@ -14,7 +14,7 @@ The world beneath the port: GPIO levels by pin name (`set_pin`, `schedule`, `pre
 device config and hardware/pinmap.json give the GPIO numbers and polarity), a TP4056
 charger input (`set_pin("charge", 1)` = on the cradle), the battery
 through its divider (`set_battery`, also as a ramp), an LIS3DH on I2C (`accel`,
-tools/vboard/lis3dh.py) with INT1 on "accel_int"; the radio (adverts to `radio`, ack frames
+tools/sim/vboard/lis3dh.py) with INT1 on "accel_int"; the radio (adverts to `radio`, ack frames
 a central writes while the device advertises connectable: `hub_write`); RTC memory (`rtc`)
 and flash (`flash_dir`, survives `power_cycle`); the watchdog (`hang_next_call`) and
 hardware faults (`fail_calls`); `boots` lists every start with its wake reason.
@@ -34,9 +34,9 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from tools.vboard.lis3dh import Lis3dh
+from tools.sim.vboard.lis3dh import Lis3dh
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RUNNER = Path(__file__).with_name("runner.mjs")
 UNIX_RUNNER = Path(__file__).with_name("unix_runner.py")
 PORT_MODEL = ROOT / "tests" / "esp32_fakes"
@@ -64,7 +64,7 @@ def micropython_unix() -> str | None:
 
 
 class Radio(Protocol):
-    """Where the board's adverts go and where its scans listen (tools.vboard.air.Air)."""
+    """Where the board's adverts go and where its scans listen (tools.sim.vboard.air.Air)."""
 
     def broadcast(self, mac: str, rssi: int, service_data: bytes) -> None: ...
 
@@ -91,7 +91,7 @@ class Advert:
 
 @dataclass
 class Usage:
-    """Where the device spent its time, for the battery model (tools/battery_model.py):
+    """Where the device spent its time, for the battery model (tools/sim/battery_model.py):
     the simulator runs the firmware's real schedule, the model prices each state."""
 
     deep_ms: int = 0  # deep sleep
@@ -224,7 +224,7 @@ class VirtualBoard:
         """What `make flash` puts on a board (.mpy files, main.py as source), and the port
         model compiled the same way: bytecode loads without the compiler's heap, as on the
         device; the model's modules stand in for C modules that take no heap there."""
-        from tools.flash import compile_app
+        from tools.installer.flash import compile_app
 
         build = Path(tempfile.mkdtemp(prefix="vboard-build-"))
         try:

@@ -1,7 +1,7 @@
 // Runs the unchanged firmware in the MicroPython WebAssembly port.
 // Beneath the firmware's board layer are the simulated ESP32 port modules (tests/esp32_fakes);
 // they call `simhost.call(json)`: each call is written to stdout as one line marked with \x01
-// and answered by one line on stdin from the host simulator (tools/vboard/board.py), which
+// and answered by one line on stdin from the host simulator (tools/sim/vboard/board.py), which
 // owns virtual time, pin levels, the radio and RTC memory. What the firmware prints goes to
 // stdout unmarked (its serial console).
 // usage: node runner.mjs FLASH_DIR   (FLASH_DIR holds the device filesystem to load)

@@ -1,5 +1,5 @@
 """One short day in the life of each device app, for running the firmware in another
-runtime or heap (tests/test_firmware_unix_port.py, tools/bench_heap.py): boot, its events,
+runtime or heap (tests/firmware/test_unix_port.py, tools/bench/heap.py): boot, its events,
 an alarm with the hub's acks where the device has one, a heartbeat. Returns what the device
 put on the air, decoded, so a caller can check it did its job."""
 
@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 from protocols import ack, bthome
-from tools.vboard.board import VirtualBoard
+from tools.sim.vboard.board import VirtualBoard
 
 KEY = "00112233445566778899aabbccddeeff"
 MAC = "C0:FF:EE:00:00:42"

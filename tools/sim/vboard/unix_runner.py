@@ -1,5 +1,5 @@
 # Runs the unchanged firmware in the MicroPython unix port, as runner.mjs does in the
-# WebAssembly port: started by tools/vboard/board.py with the device's flash directory as
+# WebAssembly port: started by tools/sim/vboard/board.py with the device's flash directory as
 # its working directory and an ESP32-sized heap (-X heapsize). The simulated port modules
 # (tests/esp32_fakes) talk to the host over stdin/stdout (_port.py). A reset re-imports main
 # with a fresh RAM; an error that escapes main is a crash (the chip would sit at the REPL).
