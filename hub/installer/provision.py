@@ -1,10 +1,10 @@
-"""Provisioning: a device's config.json and key, and its registration with the hub.
+"""Provisioning, the hub's side: a device's registration in the hub's config and keys file.
 
-Pure parts (device config, pin maps, editing the hub's config and keys texts) are separate from
-the two ways to reach a hub's files: `LocalHub` (the installer runs on the hub, or tests) and
-`SshHub` (the laptop reaches the hub over SSH and runs this module's `register` command there,
-installed on the hub as `tryggheim-provision`:
-`ssh HUB sudo -n /usr/sbin/tryggheim-provision register --config /etc/tryggheim --id ... < key`).
+`LocalHub` edits the files on this machine; `main` is the `tryggheim-provision` command that
+the installer's laptop runs over SSH (`SshHub` in tools/installer/provision.py), installed on
+the hub with the package:
+`ssh HUB sudo -n /usr/sbin/tryggheim-provision register --config /etc/tryggheim --id ... < key`.
+What goes onto the device (its config.json, key and pins) is made on the laptop.
 
 A registration is all or nothing: the new config and keys files are written next to the old
 ones, checked with the hub's own loaders, and only then renamed over them (keys first; the
@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
-import secrets
-import shlex
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import tomlkit
 import tomlkit.exceptions
@@ -37,15 +33,7 @@ from hub.clock import Clock, SystemClock
 from hub.config import keys as hub_keys
 from hub.config import settings as hub_config
 
-ROOT = Path(__file__).resolve().parents[2]
 ROLES = hub_config.ROLES
-# firmware/device.py COUNTER_HWM_PATH: the device's encryption-counter high-water mark.
-COUNTER_FILE = "counter_hwm"
-
-# The pin map the firmware reads (device.apply_defaults): {"roles": {role: {"pins": {...}}}}.
-# It goes onto the device flash too; a role's pins are also written into config.json so
-# what a device was provisioned with can be read off it.
-PINMAP = ROOT / "hardware" / "pinmap.json"
 HEARTBEAT_S = (60, 600, 86400)  # min, default, max: firmware/device.py apply_defaults
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # Stands in for a board's MAC in a check made before the board's MAC can be read.
@@ -65,11 +53,6 @@ class Registration:
     room: str = ""
     heartbeat_s: int | None = None  # None: the role's default
     model: str = ""  # an off-the-shelf sensor (hub/decode/shelly.py); "" = a Tryggheim device
-
-
-def new_key() -> str:
-    """A fresh 128-bit key from the OS's CSPRNG, as 32 hex digits."""
-    return secrets.token_hex(16)
 
 
 def check_id(device_id: str) -> None:
@@ -92,45 +75,6 @@ def check_heartbeat(heartbeat_s: int | None) -> None:
     low, _, high = HEARTBEAT_S
     if heartbeat_s is not None and not low <= heartbeat_s <= high:
         raise ProvisionError(f"heartbeat_s {heartbeat_s}: must be {low}..{high} seconds")
-
-
-def load_pinmap(role: str, path: Path = PINMAP) -> dict[str, int]:
-    """The role's pins (name -> GPIO) from the hardware pin map."""
-    try:
-        roles = json.loads(path.read_text())["roles"]
-    except OSError as e:
-        raise ProvisionError(f"{path}: cannot read the pin map: {e.strerror}") from None
-    except (ValueError, KeyError, TypeError):
-        raise ProvisionError(f"{path}: not a pin map (expected {{\"roles\": {{...}}}})") from None
-    spec = roles.get(role)
-    if not isinstance(spec, dict) or not isinstance(spec.get("pins"), dict):
-        raise ProvisionError(f"{path}: roles.{role}.pins: missing")
-    pins = spec["pins"]
-    for name, gpio in pins.items():
-        if isinstance(gpio, bool) or not isinstance(gpio, int) or not 0 <= gpio <= 39:
-            raise ProvisionError(f"{path}: roles.{role}.pins.{name}: {gpio!r} is not GPIO 0..39")
-    return dict(pins)
-
-
-def device_config(device_id: str, role: str, key: str, mac: str | None = None,
-                  pins: dict[str, int] | None = None,
-                  heartbeat_s: int | None = None) -> dict[str, Any]:
-    """config.json for the device (the firmware's device.load_config reads it)."""
-    check_id(device_id)
-    check_role(role)
-    check_key(key)
-    check_heartbeat(heartbeat_s)
-    hb = HEARTBEAT_S[1] if heartbeat_s is None else heartbeat_s
-    cfg: dict[str, Any] = {
-        "id": device_id,
-        "role": role,
-        "key": key,
-        "pins": pins if pins is not None else load_pinmap(role),
-        "heartbeat_s": hb,
-    }
-    if mac:
-        cfg["mac"] = mac.upper()
-    return cfg
 
 
 # -- the hub's config text ---------------------------------------------------------------
@@ -211,24 +155,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-# -- where the hub's files are -----------------------------------------------------------
-class Hub(Protocol):
-    def describe(self) -> str: ...
-
-    def check(self, plan: Registration | None = None) -> None:
-        """Raise ProvisionError unless the config and keys file can be read and replaced, and
-        (with `plan`) the hub's own loader accepts the device as planned: its role against
-        the rules that name it, its id, room and heartbeat. `plan.key` is not used; an empty
-        `plan.mac` means not known yet (checked again when registering)."""
-        ...
-
-    def key_fingerprint(self, device_id: str) -> str | None:
-        """fingerprint() of the key the hub holds for the device (the key never leaves it)."""
-        ...
-
-    def register(self, reg: Registration) -> None: ...
-
-
+# -- the hub's files on this machine -------------------------------------------------------
 class LocalHub:
     """The hub's config on this machine: a config directory (devices go into devices.toml) or
     one config file (tests, the demo)."""
@@ -379,66 +306,6 @@ class LocalHub:
             "applied", device=reg.id, role=reg.role, mac=reg.mac.upper(),
             key_fingerprint=fingerprint(reg.key), diff=change)
         _owned_like_dir(cfg.data_dir, [cfg.data_dir / "audit.jsonl"])
-
-
-class SshHub:
-    """The hub on another machine: `ssh TARGET <hub_command> <subcommand> --config CONFIG`."""
-
-    def __init__(self, target: str, config: str,
-                 hub_command: str = "python3 -m hub.installer.provision", ssh: str = "ssh") -> None:
-        self.target = target
-        self.config = config
-        self.hub_command = hub_command
-        self.ssh = ssh
-
-    def describe(self) -> str:
-        return f"hub {self.target}:{self.config} over SSH"
-
-    def command(self, sub: str, *args: str) -> list[str]:
-        remote = " ".join([self.hub_command, sub, "--config", shlex.quote(self.config),
-                           *(shlex.quote(a) for a in args)])
-        return [*shlex.split(self.ssh), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-                self.target, remote]
-
-    def _run(self, sub: str, *args: str, stdin: str = "") -> str:
-        cmd = self.command(sub, *args)
-        try:
-            p = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
-        except FileNotFoundError:
-            raise ProvisionError(f"hub unreachable: {cmd[0]} is not installed") from None
-        except subprocess.TimeoutExpired:
-            raise ProvisionError(f"hub unreachable: {self.target} did not answer in 60 s") from None
-        if p.returncode == 255:  # ssh's own failure: no route, refused, auth
-            raise ProvisionError(
-                f"hub unreachable: ssh {self.target}: {p.stderr.strip() or 'connection failed'}")
-        if p.returncode != 0:
-            raise ProvisionError(f"on the hub {self.target}: {p.stderr.strip() or p.stdout}")
-        return p.stdout
-
-    def check(self, plan: Registration | None = None) -> None:
-        self._run("check", *self.plan_args(plan))
-
-    @staticmethod
-    def plan_args(plan: Registration | None, with_mac: bool = True) -> tuple[str, ...]:
-        if plan is None:
-            return ()
-        args = ["--id", plan.id, "--role", plan.role]
-        if with_mac and plan.mac:
-            args += ["--mac", plan.mac]
-        args += ["--room", plan.room]
-        if plan.heartbeat_s is not None:
-            args += ["--heartbeat-s", str(plan.heartbeat_s)]
-        return tuple(args)
-
-    def register_command(self, reg: Registration) -> list[str]:
-        """The ssh command line that registers `reg` (the key goes on its stdin)."""
-        return self.command("register", *self.plan_args(reg))
-
-    def key_fingerprint(self, device_id: str) -> str | None:
-        return self._run("key-fingerprint", "--id", device_id).strip() or None
-
-    def register(self, reg: Registration) -> None:
-        self._run("register", *self.plan_args(reg), stdin=reg.key + "\n")
 
 
 def fingerprint(key_hex: str) -> str:

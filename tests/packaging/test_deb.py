@@ -31,12 +31,13 @@ import pytest
 
 from hub.config import keys
 from hub.config.settings import read_receipt_key
-from hub.installer.provision import ProvisionError, Registration, SshHub, fingerprint
+from hub.installer.provision import ProvisionError, Registration, fingerprint
 from protocols import ack, bthome
 from tests.conftest import requires_mosquitto
 from tools.centre.mosquitto import Mosquitto
 from tools.centre.response_centre import ResponseCentre
 from tools.installer import flash
+from tools.installer.provision import SshHub
 from tools.sim.vboard import Air
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,8 +30,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.installer import provision
-from hub.installer.provision import Hub, LocalHub, ProvisionError, Registration, SshHub
+from hub.installer.provision import (
+    HEARTBEAT_S,
+    ROLES,
+    LocalHub,
+    ProvisionError,
+    Registration,
+    check_heartbeat,
+    check_id,
+    check_role,
+    fingerprint,
+)
+from tools.installer import provision
+from tools.installer.provision import Hub, SshHub
 from tools.sim.vboard.board import DATA_FILES  # files besides code that go onto every device
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -430,7 +441,7 @@ class Flow:
             hub = f"{o.hub.describe()}: config and keys valid and writable"
         return [f"checked: role {o.role} (pins in {provision.PINMAP.name}); id "
                 f"{o.device_id or 'from the board, or <role>-<last 4 of its MAC>'}; heartbeat "
-                f"{o.heartbeat_s or provision.HEARTBEAT_S[1]} s",
+                f"{o.heartbeat_s or HEARTBEAT_S[1]} s",
                 f"checked: image {o.image} is an {o.chip.upper()} firmware image" if o.image
                 else "image: none, the MicroPython on the board is kept",
                 f"checked: port {o.port} exists and no other program has it open",
@@ -438,11 +449,11 @@ class Flow:
 
     def _check(self) -> None:
         o = self.o
-        provision.check_role(o.role)
+        check_role(o.role)
         provision.load_pinmap(o.role)
         if o.device_id:
-            provision.check_id(o.device_id)
-        provision.check_heartbeat(o.heartbeat_s)
+            check_id(o.device_id)
+        check_heartbeat(o.heartbeat_s)
         if o.image is not None:
             check_image(o.image, o.chip)
         check_port(o.port)
@@ -570,7 +581,7 @@ class Flow:
             c.key, c.rotated = provision.new_key(), bool(hub_fp) or bool(old.get("key"))
             return
         c.key = str(old["key"]).lower()
-        if hub_fp and hub_fp != provision.fingerprint(c.key):
+        if hub_fp and hub_fp != fingerprint(c.key):
             raise FlashError(
                 f"the board's key for {c.device_id!r} differs from the hub's: add ROTATE_KEY=1 "
                 "to issue a new key to both.")
@@ -585,7 +596,7 @@ class Flow:
         keep = "a fresh 128-bit key" if o.rotate_key else (
             "the key the board holds for this id (else a fresh 128-bit key)")
         return [f"config.json: id, role {o.role}, pins {json.dumps(pins)}, heartbeat_s "
-                f"{o.heartbeat_s or provision.HEARTBEAT_S[1]}, key: {keep}",
+                f"{o.heartbeat_s or HEARTBEAT_S[1]}, key: {keep}",
                 f"{provision.COUNTER_FILE}: " + ("removed (new key, counter restarts at 0)"
                                                  if o.rotate_key else
                                                  "restored to the value read before the erase")]
@@ -608,7 +619,7 @@ class Flow:
             repl.write(provision.COUNTER_FILE, data)
         say(f"      id {c.device_id}, mac {c.mac}, key "
             f"{'rotated' if c.rotated else 'kept' if c.old_config else 'new'} "
-            f"(fingerprint {provision.fingerprint(c.key)})")
+            f"(fingerprint {fingerprint(c.key)})")
 
     def _verify(self) -> None:
         repl = self.c.transport
@@ -669,7 +680,7 @@ def flash(opts: Options) -> Context:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="make flash", description=__doc__.splitlines()[0])
-    p.add_argument("--role", required=True, help=", ".join(provision.ROLES))
+    p.add_argument("--role", required=True, help=", ".join(ROLES))
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
     p.add_argument("--id", dest="device_id", help="device id (default: kept, or <role>-<MAC>)")
     img = p.add_mutually_exclusive_group()

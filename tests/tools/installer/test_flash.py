@@ -22,10 +22,10 @@ import serial
 from hub.config import keys as hub_keys
 from hub.config import settings as hub_config
 from hub.decode.counters import CounterStore
-from hub.installer import provision
+from hub.installer.provision import LocalHub
 from hub.store import DB_NAME
 from tests.conftest import requires_node
-from tools.installer import flash
+from tools.installer import flash, provision
 from tools.sim.rawrepl_board import SimBoardProcess
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -411,7 +411,7 @@ def test_board_not_in_bootloader_mode_with_the_real_esptool(
 ) -> None:
     # The real esptool talks to a board that runs MicroPython, not the ROM bootloader.
     opts = flash.Options(role="pendant", port=board.port, image=image,
-                         hub=provision.LocalHub(hub_toml), connect_attempts=1)
+                         hub=LocalHub(hub_toml), connect_attempts=1)
     with pytest.raises(flash.FlashError, match="not in bootloader mode: hold its BOOT button"):
         flash.flash(opts)
     assert_untouched(board, hub_toml)
