@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hub.admin import sdnotify
+from hub.admin.server import Admin
 from hub.clock import Clock, ClockWatch, SystemClock, iso
 from hub.config import keys
 from hub.config.settings import Device, HubConfig
@@ -24,7 +26,8 @@ from hub.delivery.outbox import Decision, GroupCommitter, Outbox
 from hub.delivery.routing import route
 from hub.radio.capture import CaptureWriter
 from hub.radio.scanner import Advert, Scanner
-from hub.rules import Outgoing, RuleEngine, new_id
+from hub.rules.engine import RuleEngine
+from hub.rules.outgoing import Outgoing, new_id
 from hub.rules.store import RuleStateStore
 from hub.store import DB_NAME, Database, Problem, import_legacy, set_aside
 from protocols import mqtt_schema, scaip
@@ -112,8 +115,6 @@ class Hub:
         if hasattr(self.scanner, "on_health"):  # the real radio reports when it goes deaf
             self.scanner.on_health = self._radio_health
         # Admin CLI over the local control socket; reload, audit, event log (hub/admin/server.py).
-        from hub.admin.server import Admin
-
         self.admin = Admin(self)
         # Optional Home Assistant discovery ([home_assistant]; hub/delivery/home_assistant.py).
         self.home_assistant = home_assistant.attach(lambda: self.cfg, lambda: self.rules,
@@ -326,9 +327,7 @@ class Hub:
         if self.home_assistant is not None:
             self.home_assistant.start()
         log.info("hub %s running for site %s", self.cfg.hub_id, self.cfg.site)
-        from hub.admin import sdnotify  # systemd: READY=1; watchdog pings while the hub progresses
-
-        watchdog = sdnotify.start(self)
+        watchdog = sdnotify.start(self)  # systemd: READY=1; pings while the hub progresses
         try:
             await stop.wait()
         finally:

@@ -22,7 +22,7 @@ from typing import Any
 
 from hub.config import settings as config
 from hub.radio.scanner import AdvertCallback
-from hub.rules import Outgoing
+from hub.rules.outgoing import Outgoing
 from hub.service import Hub
 from protocols import mqtt_schema, scaip
 

@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from hub.clock import iso
-from hub.rules import Outgoing
+from hub.rules.outgoing import Outgoing
 
 
 def parse_jsonl(lines: Iterable[str]) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hub.service import Hub
+    from hub.admin.running import RunningHub
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def mqtt_check(client: Callable[[], Any], keepalive_s: float, reconnect_cap_s: f
     return Check("mqtt", max(90.0, 3 * keepalive_s, 3 * reconnect_cap_s), activity.probe)
 
 
-def radio_silence_limit_s(hub: Hub) -> float:
+def radio_silence_limit_s(hub: RunningHub) -> float:
     from hub.radio.watchdog import for_heartbeats
 
     cfg = hub.cfg
@@ -173,14 +173,14 @@ def radio_silence_limit_s(hub: Hub) -> float:
     return 2 * deaf.deaf_alarm_s
 
 
-def hub_checks(hub: Hub) -> list[Check]:
+def hub_checks(hub: RunningHub) -> list[Check]:
     from hub.delivery.mqtt_link import RECONNECT_CAP_S
 
     return [mqtt_check(lambda: hub.link.client, hub.cfg.mqtt.keepalive, RECONNECT_CAP_S),
             Check("radio", radio_silence_limit_s(hub), lambda: radio_progress(hub))]
 
 
-def radio_progress(hub: Hub) -> object:
+def radio_progress(hub: RunningHub) -> object:
     """Changes with every advert from the home's devices. Read through `hub` each time: a
     reload replaces the decoder and the config. With no device configured no advert reaches
     the hub, and silence says nothing about the radio."""
@@ -189,7 +189,7 @@ def radio_progress(hub: Hub) -> object:
     return (id(hub.decoder), sum(hub.decoder.stats.values()))
 
 
-def start(hub: Hub) -> asyncio.Task[None] | None:
+def start(hub: RunningHub) -> asyncio.Task[None] | None:
     """Tell systemd the hub runs and, with a watchdog set, ping it while the hub makes
     progress. Returns the pinging task (None without a watchdog)."""
     notify("READY=1\nSTATUS=running")

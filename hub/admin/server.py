@@ -28,11 +28,11 @@ from hub.config.settings import HubConfig
 from hub.decode import shelly
 from hub.decode.decoder import AdvertDecoder
 from hub.delivery.commands import CommandListener
-from hub.rules import Outgoing
+from hub.rules.outgoing import Outgoing
 from protocols import mqtt_schema
 
 if TYPE_CHECKING:
-    from hub.service import Hub
+    from hub.admin.running import RunningHub
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def socket_path(cfg: HubConfig) -> Path:
 
 
 class Admin:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: RunningHub) -> None:
         self.hub = hub
         cfg = hub.cfg
         self.audit = AuditLog(cfg.data_dir / "audit.jsonl", cfg.timezone,

@@ -27,9 +27,9 @@ from hub.clock import iso
 from protocols import bthome
 
 if TYPE_CHECKING:
+    from hub.admin.running import RunningHub
     from hub.config.settings import Device
     from hub.decode.decoder import Report
-    from hub.service import Hub
 
 MARK_S = 5.0  # a row stays marked this long after its device changed
 # Values that describe what the device senses; the rest (packet id, voltage) is bookkeeping.
@@ -150,12 +150,12 @@ def _ago(s: float) -> str:
 
 # -- the hub side (served on the control socket) ------------------------------------------
 
-def _failures(hub: Hub, dev_id: str) -> int:
+def _failures(hub: RunningHub, dev_id: str) -> int:
     stats = hub.decoder.device_stats
     return sum(stats.get((dev_id, r), 0) for r in FAILURES)
 
 
-def board_for(hub: Hub) -> WatchBoard:
+def board_for(hub: RunningHub) -> WatchBoard:
     board = WatchBoard(hub.cfg.devices)
     eng = hub.rules
     for dev_id in hub.cfg.devices:
@@ -165,7 +165,7 @@ def board_for(hub: Hub) -> WatchBoard:
     return board
 
 
-async def stream(hub: Hub, interval_s: float = 1.0) -> AsyncIterator[dict[str, Any]]:
+async def stream(hub: RunningHub, interval_s: float = 1.0) -> AsyncIterator[dict[str, Any]]:
     """Snapshot, then a "report" item per accepted report and a "table" item every
     interval_s. Items are plain JSON objects (one line each on the socket)."""
     board = board_for(hub)

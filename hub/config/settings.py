@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hub.config.tomlcheck import Locator
 from hub.config.tomlcheck import Reader as _Reader
+from hub.decode.shelly import MODELS
 from hub.delivery import ha_settings
 from hub.delivery.ha_settings import HomeAssistantSettings
 from hub.delivery.routing import Route, parse_routes
@@ -397,8 +398,6 @@ def load(path: str | Path) -> HubConfig:
 
 def _device_model(r: _Reader, d: dict[str, Any], where: str, role: str | None) -> str:
     """[[device]] model: an off-the-shelf sensor (hub/decode/shelly.py), which must play its role."""
-    from hub.decode.shelly import MODELS
-
     model = r.get(d, where, "model", str, "")
     if not model:
         return ""

@@ -25,18 +25,9 @@ devices, so the MIC and counter checks are the same. What differs, and is handle
 
 from __future__ import annotations
 
-import logging
-import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from protocols import bthome
-
-if TYPE_CHECKING:
-    from hub.decode.decoder import AdvertDecoder, Report, _Peer
-    from hub.radio.scanner import Advert
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -164,75 +155,6 @@ def _normalise(role: str, values: dict[str, int]) -> dict[str, int]:
         values["button_event"] = event  # what the device sent, for the logs
         values["button"] = bthome.BUTTON_LONG_PRESS  # every event is a call for help
     return values
-
-
-_decoder: Any = None
-
-
-def _decoder_module() -> Any:
-    # hub.decode.decoder imports this module, so it is looked up once, on first use (an import
-    # statement on every advert would cost more than the rest of the path).
-    global _decoder
-    if _decoder is None:
-        import hub.decode.decoder
-
-        _decoder = hub.decode.decoder
-    return _decoder
-
-
-class _State:
-    __slots__ = ("packet_id",)
-
-    def __init__(self) -> None:
-        self.packet_id: int | None = None
-
-
-_states: weakref.WeakKeyDictionary[AdvertDecoder, dict[str, _State]] = (
-    weakref.WeakKeyDictionary())
-
-
-def decode(dec: AdvertDecoder, peer: _Peer, advert: Advert) -> Report | None:
-    """AdvertDecoder's path for a device with a Shelly `model`: same authentication and
-    replay rules as our own devices, Shelly's objects, packet id and button semantics."""
-    d = _decoder_module()
-    device = peer.device
-    svc = advert.service_data
-    if peer.aead is None:  # hub/config/keys.py gives every device its key; a unit test may not
-        dec._drop(device, "malformed", "a Shelly device needs its bindkey")
-        return None
-    opened = dec._open(peer, svc, "a Shelly with a bindkey")
-    if opened is None:
-        return None
-    pt, counter = opened
-    objects, stopped = parse_objects(pt)
-    if stopped is not None:
-        # Counted and logged, not dropped: it is authentic, and what came before is sound.
-        dec.stats["shelly_unknown_object"] += 1
-        k = (device.id, "shelly_unknown_object")
-        n = dec.device_stats[k] = dec.device_stats[k] + 1
-        if d._power_of_ten(n):
-            log.warning("advert from %s: object 0x%02x unknown or truncated; used the objects"
-                        " before it (%d so far)", device.id, stopped, n)
-    dec.counters.accept(device.id, counter)
-    peer.last_frame = svc
-    peer.auth_failures = 0
-    peer.alerted = False
-    values = values_for(device.role, objects)
-    trigger = bool(svc[0] & bthome.INFO_TRIGGER)
-    st = _states.setdefault(dec, {}).setdefault(device.id, _State())
-    packet_id = values.get("packet_id")
-    if packet_id is not None and packet_id == st.packet_id:
-        # The same packet id again: the same event re-sent. State and liveness count;
-        # the event has been acted on already.
-        dec.stats["shelly_repeat_event"] += 1
-        values.pop("button", None)
-        values.pop("button_event", None)
-        trigger = False
-    st.packet_id = packet_id
-    dec.stats["accepted"] += 1
-    report: Report = d.Report(device, advert.received_at, advert.rssi, values, packet_id, counter,
-                              trigger)
-    return report
 
 
 def build_service_data(key: bytes, mac: str, objects: list[tuple[int, int]], counter: int,

@@ -39,13 +39,14 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from hub.decode import shelly
 from hub.delivery.ha_settings import HomeAssistantSettings
 from hub.delivery.mqtt_link import read_password
 from hub.rules.alarms import CARE
 
 if TYPE_CHECKING:
     from hub.config.settings import Device, HubConfig
-    from hub.rules import RuleEngine
+    from hub.rules.engine import RuleEngine
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +186,6 @@ class HomeAssistant:
         return f"{self.s.discovery_prefix}/{component}/{self.node}/{word(dev.id)}_{entity}/config"
 
     def config(self, dev: Device, entity: str) -> dict[str, Any]:
-        from hub.decode import shelly
-
         state, avail = self.topics(dev)
         spec = shelly.MODELS.get(dev.model)
         device: dict[str, Any] = {

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hub import store
-from hub.rules import Outgoing
+from hub.rules.outgoing import Outgoing
 from hub.store import Database, open_db
 from hub.tasks import cancel_and_wait
 from protocols import mqtt_schema

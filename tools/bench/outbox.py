@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from hub.config import settings as config
 from hub.delivery.outbox import GroupCommitter, Outbox
-from hub.rules import Outgoing
+from hub.rules.outgoing import Outgoing
 from protocols import mqtt_schema
 from tools.centre.mosquitto import Mosquitto
 

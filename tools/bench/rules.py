@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from hub.config.settings import Device
 from hub.decode.decoder import Report
-from hub.rules import RuleEngine
+from hub.rules.engine import RuleEngine
 from hub.rules.settings import BedExitRule, InactivityRule, RulesConfig, WanderingRule
 from hub.rules.store import RuleStateStore
 from hub.rules.windows import parse_window

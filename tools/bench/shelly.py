@@ -106,7 +106,7 @@ def _home_assistant(devices: dict[str, Device], adverts: list[Advert]) -> float:
     from hub.clock import ManualClock
     from hub.config import settings as config
     from hub.delivery.home_assistant import HomeAssistant, HubView
-    from hub.rules import RuleEngine
+    from hub.rules.engine import RuleEngine
 
     with tempfile.TemporaryDirectory() as d:
         lines = ['[site]\nid = "bench"\n[hub]\nid = "h"\n[home_assistant]\nenabled = true\n'

@@ -35,7 +35,7 @@ from hub.clock import ManualClock
 from hub.config import keys as hub_keys
 from hub.config import settings as hub_config
 from hub.decode.decoder import Report
-from hub.rules import Outgoing
+from hub.rules.outgoing import Outgoing
 from hub.service import Hub
 from tools.centre.mosquitto import Mosquitto
 from tools.centre.response_centre import ResponseCentre

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from hub.admin.audit import AuditLog, Who, diff, read_sources
 from hub.admin.control import is_admin
 from hub.admin.eventlog import EventLog
-from hub.rules import Outgoing
+from hub.rules.outgoing import Outgoing
 
 OSLO = ZoneInfo("Europe/Oslo")
 DAY = 86400.0

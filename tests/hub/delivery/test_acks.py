@@ -13,7 +13,7 @@ from typing import Any
 from hub.config.settings import Device
 from hub.decode.decoder import Report
 from hub.delivery.acks import AckSender, AckSettings
-from hub.rules import Outgoing
+from hub.rules.outgoing import Outgoing
 from protocols import ack, bthome
 
 KEY = bytes(range(16))

@@ -459,7 +459,7 @@ def test_every_combination_publishes_only_what_is_allowed_and_validates(
         values: dict[str, int]) -> None:
     """Without a broker: what the publisher would put on it, for any section."""
     from hub.delivery.home_assistant import HomeAssistant, HubView
-    from hub.rules import RuleEngine
+    from hub.rules.engine import RuleEngine
 
     d = tmp_path_factory.mktemp("ha")
     listed = "[" + ", ".join(f'"{x}"' for x in sorted(publish)) + "]"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hub.delivery.outbox import GroupCommitter, Outbox, OutboxWriteError, is_disk_full
-from hub.rules import Outgoing
+from hub.rules.outgoing import Outgoing
 from protocols import mqtt_schema
 
 ROOT = Path(__file__).resolve().parents[3]

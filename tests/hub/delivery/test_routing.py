@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hub.delivery.routing import Route, route
-from hub.rules import Outgoing
+from hub.rules.outgoing import Outgoing
 
 
 def msg(kind: str, type_: str, priority: int) -> Outgoing:

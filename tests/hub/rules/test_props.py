@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from hub.decode.decoder import Report
-from hub.rules import RuleEngine
+from hub.rules.engine import RuleEngine
 from hub.rules.settings import BedExitRule, InactivityRule, RulesConfig, SilentRule, WanderingRule
 from hub.rules.windows import parse_window
 from tests.hub.rules.test_rules import DEVICES, counter_ids

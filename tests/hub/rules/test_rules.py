@@ -16,7 +16,8 @@ import pytest
 
 from hub.config.settings import Device
 from hub.decode.decoder import Report
-from hub.rules import Outgoing, RuleEngine
+from hub.rules.engine import RuleEngine
+from hub.rules.outgoing import Outgoing
 from hub.rules.settings import (
     BatteryRule,
     BedExitRule,
