@@ -29,7 +29,7 @@ system-deps:
 
 # make demo: one night in the virtual home; SCENARIO=<name> one part of it, SCENARIO=help lists them.
 demo: setup
-	$(PY) -m tools.sim.virtual_home $(if $(SCENARIO),--scenario "$(SCENARIO)")
+	$(PY) -m tools.sim.demo_night $(if $(SCENARIO),--scenario "$(SCENARIO)")
 
 test: setup
 	$(PY) -m pytest -q

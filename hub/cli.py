@@ -126,9 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--key", help="the device key, 32 hex digits")
     dec.add_argument("--keys", metavar="FILE", help="keys file; every key in it is tried")
     dec.set_defaults(func=cmd_decode)
-    from hub.installer import scan as scan_tool
+    from hub.installer import scan
 
-    scan_tool.add_arguments(sub.add_parser(
+    scan.add_arguments(sub.add_parser(
         "scan", help="list nearby Tryggheim devices: signal, battery, key (installer's check)"))
     from hub.admin import watch
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import requires_node
-from tools.hil import serial_board as hil_serial
+from tools.hil import serial_board
 from tools.hil.serial_board import pytest_runtest_makereport  # noqa: F401  (serial log on failure)
 from tools.sim.vboard import VirtualBoard
 
@@ -37,8 +37,8 @@ def dut(request: pytest.FixtureRequest) -> Iterator[DutFactory]:
     request.node.hil_duts = started  # their logs go into a failing test's report
 
     def make(config: dict[str, Any] | None, **board: Any) -> VirtualBoard:
-        if hil_serial.hil_port():  # the real board on HIL_PORT (docs/INSTALLER.md)
-            real = hil_serial.make_board(config, **board)
+        if serial_board.hil_port():  # the real board on HIL_PORT (docs/INSTALLER.md)
+            real = serial_board.make_board(config, **board)
             started.append(real)  # type: ignore[arg-type]
             return real.start()  # type: ignore[return-value]
         board.setdefault("mac", MAC)
@@ -63,8 +63,8 @@ FIXTURE_LACKS = ("accel.feed", "fail_calls", "hang_next_call", ".rtc", "rtc_stat
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    real = hil_serial.hil_port()
-    fixture = real and hil_serial.stimulus_port()
+    real = serial_board.hil_port()
+    fixture = real and serial_board.stimulus_port()
     for item in items:
         if fixture and "tests/hil/" in str(item.fspath):
             src = inspect.getsource(getattr(item, "function", lambda: None))

@@ -43,9 +43,10 @@ from hub.installer.provision import (
 )
 from tools.installer import provision
 from tools.installer.provision import Hub, SshHub
-from tools.sim.vboard.board import DATA_FILES  # files besides code that go onto every device
 
 ROOT = Path(__file__).resolve().parents[2]
+# Files besides code that go onto every device: the pin map the firmware's defaults read.
+DATA_FILES = (provision.PINMAP,)
 # MicroPython runs main.py at boot (not main.mpy) and boot.py is MicroPython's own.
 KEEP_AS_SOURCE = {"main.py"}
 # Where the MicroPython image goes in flash, per chip (MicroPython's download page).

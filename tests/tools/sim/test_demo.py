@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_mosquitto, requires_node
-from tools.sim import demo_night, virtual_home
+from tools.sim import demo_night
 from tools.sim.demo_night import Expect, Scenario, Step
 
 pytestmark = [requires_node, requires_mosquitto]
@@ -90,16 +90,16 @@ def test_the_whole_night(tmp_path: Path) -> None:
 
 
 def test_scenario_help_lists_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
-    assert virtual_home.main(["--scenario", "help"]) == 0
+    assert demo_night.main(["--scenario", "help"]) == 0
     shown = capsys.readouterr().out
     for s in demo_night.SCENARIOS:
         assert s.name in shown
-    assert virtual_home.main(["--scenario", "no-such"]) == 2
+    assert demo_night.main(["--scenario", "no-such"]) == 2
 
 
 def test_closing_hint_names_a_command_that_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")  # not in an activated venv
-    cmd = virtual_home._tryggheim()
+    cmd = demo_night._tryggheim()
     assert cmd != "tryggheim"
     assert os.access(Path(cmd).resolve(), os.X_OK)
 

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from tools.installer.flash import DATA_FILES, compile_app
 from tools.sim.vboard.lis3dh import Lis3dh
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -42,8 +43,6 @@ UNIX_RUNNER = Path(__file__).with_name("unix_runner.py")
 PORT_MODEL = ROOT / "tests" / "esp32_fakes"
 # Files that exist only on the host are not copied (none today; kept for test firmware).
 HOST_ONLY: set[str] = set()
-# Data files provisioning puts next to the firmware (the pin map the defaults read).
-DATA_FILES = (ROOT / "hardware" / "pinmap.json",)
 ACCEL_INT = "accel_int"  # the pin the accelerometer's INT1 drives
 # Heap of the unix-port runtime: 100 KB, the low end of the ~100-110 kB a plain ESP32 has
 # free after boot (../shared/notes/esp32_port.md), plus PORT_MODEL_HEAP for the port model's
@@ -224,8 +223,6 @@ class VirtualBoard:
         """What `make flash` puts on a board (.mpy files, main.py as source), and the port
         model compiled the same way: bytecode loads without the compiler's heap, as on the
         device; the model's modules stand in for C modules that take no heap there."""
-        from tools.installer.flash import compile_app
-
         build = Path(tempfile.mkdtemp(prefix="vboard-build-"))
         try:
             files = compile_app(build, self.firmware_dir, self.protocols_dir)
