@@ -22,10 +22,9 @@ from hub.admin.audit import AuditLog, Who, diff, read_sources
 from hub.admin.control import ControlError, ControlServer, Request, aiter_queue
 from hub.admin.eventlog import EventLog
 from hub.clock import iso
-from hub.config import keys
+from hub.config import keys, models
 from hub.config import settings as config
 from hub.config.settings import HubConfig
-from hub.decode import shelly
 from hub.decode.decoder import AdvertDecoder
 from hub.delivery.commands import CommandListener
 from hub.rules.outgoing import Outgoing
@@ -195,7 +194,7 @@ class Admin:
                 "decrypt_failures": failures["bad_mic"] + failures["plaintext"],
                 "dropped": failures,
                 "silent": f"device_silent:{dev.id}" in active,
-                "model": dev.model or None, "note": shelly.note(dev),
+                "model": dev.model or None, "note": models.note(dev),
             })
         return out
 

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from hub.config import home_assistant as ha_settings
+from hub.config.home_assistant import HomeAssistantSettings
+from hub.config.models import MODELS
 from hub.config.tomlcheck import Locator
 from hub.config.tomlcheck import Reader as _Reader
-from hub.decode.shelly import MODELS
-from hub.delivery import ha_settings
-from hub.delivery.ha_settings import HomeAssistantSettings
 from hub.delivery.routing import Route, parse_routes
 from hub.rules.settings import RULE_SECTIONS, RulesConfig, parse_rules
 
@@ -44,7 +44,7 @@ class Device:
     room: str = ""
     key: bytes | None = None
     heartbeat_s: int | None = None  # the device's heartbeat, if not its role's default
-    model: str = ""  # "" = a Tryggheim device; else an off-the-shelf sensor (hub/decode/shelly.py)
+    model: str = ""  # "" = a Tryggheim device; else an off-the-shelf sensor (hub/config/models.py)
 
 
 @dataclass(frozen=True)
@@ -397,7 +397,7 @@ def load(path: str | Path) -> HubConfig:
 
 
 def _device_model(r: _Reader, d: dict[str, Any], where: str, role: str | None) -> str:
-    """[[device]] model: an off-the-shelf sensor (hub/decode/shelly.py), which must play its role."""
+    """[[device]] model: an off-the-shelf sensor (hub/config/models.py), which must play its role."""
     model = r.get(d, where, "model", str, "")
     if not model:
         return ""

@@ -25,36 +25,7 @@ devices, so the MIC and counter checks are the same. What differs, and is handle
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from protocols import bthome
-
-
-@dataclass(frozen=True)
-class Model:
-    name: str  # what the installer types: `--model button1`
-    product: str  # Shelly's name for it
-    short_name: str  # the local name it advertises (SBBT-002C, ...)
-    role: str  # the Tryggheim role it plays
-
-
-MODELS = {
-    m.name: m for m in (
-        Model("shelly-blu-button1", "Shelly BLU Button1", "SBBT-002C", "pendant"),
-        Model("shelly-blu-door-window", "Shelly BLU Door/Window", "SBDW-002C", "door"),
-        Model("shelly-blu-motion", "Shelly BLU Motion", "SBMO-003Z", "pir"),
-    )
-}
-# What an installer may type for --model, besides the full name.
-ALIASES = {"button1": "shelly-blu-button1", "button": "shelly-blu-button1",
-           "door-window": "shelly-blu-door-window", "door": "shelly-blu-door-window",
-           "motion": "shelly-blu-motion", "SBBT-002C": "shelly-blu-button1",
-           "SBDW-002C": "shelly-blu-door-window", "SBMO-003Z": "shelly-blu-motion"}
-
-
-def model_named(name: str) -> Model | None:
-    return MODELS.get(ALIASES.get(name, name))
-
 
 ILLUMINANCE = 0x05
 ROTATION = 0x3F
@@ -173,13 +144,3 @@ def build_service_data(key: bytes, mac: str, objects: list[tuple[int, int]], cou
     sealed = AESCCM(key, tag_length=bthome.MIC_LEN).encrypt(
         bthome.mac_bytes(mac) + bthome.UUID_BYTES + bytes((info,)) + ctr, bytes(payload), None)
     return bytes((info,)) + sealed[:-4] + ctr + sealed[-4:]
-
-
-def note(device: object) -> str | None:
-    """What `tryggheim devices` says about an off-the-shelf sensor; None for our own."""
-    spec = MODELS.get(str(getattr(device, "model", "") or ""))
-    if spec is None:
-        return None
-    if spec.role == "pendant":
-        return f"{spec.product}: alarms only, no 'help is coming' feedback on the button"
-    return spec.product

@@ -1,6 +1,6 @@
 """Home Assistant MQTT discovery, for homes where the family runs it ([home_assistant]).
 
-Off by default (hub/delivery/ha_settings.py). When on, the hub keeps, on the family's broker and over
+Off by default (hub/config/home_assistant.py). When on, the hub keeps, on the family's broker and over
 its own connection (never the response centre's):
 
 - one retained discovery config per entity the section allows
@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub.decode import shelly
-from hub.delivery.ha_settings import HomeAssistantSettings
+from hub.config import models
+from hub.config.home_assistant import HomeAssistantSettings
 from hub.delivery.mqtt_link import read_password
 from hub.rules.alarms import CARE
 
@@ -187,7 +187,7 @@ class HomeAssistant:
 
     def config(self, dev: Device, entity: str) -> dict[str, Any]:
         state, avail = self.topics(dev)
-        spec = shelly.MODELS.get(dev.model)
+        spec = models.MODELS.get(dev.model)
         device: dict[str, Any] = {
             "identifiers": [f"{self.node}_{word(dev.id)}"],
             "name": dev.id,

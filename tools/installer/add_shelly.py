@@ -17,7 +17,7 @@ import argparse
 import getpass
 import sys
 
-from hub.decode.shelly import MODELS, model_named
+from hub.config.models import MODELS, model_named
 from hub.installer.provision import LocalHub, ProvisionError, Registration
 
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hub.config import keys as hub_keys
+from hub.config import models
 from hub.config import settings as hub_config
 from hub.config.settings import Device
 from hub.decode import shelly
@@ -290,9 +291,9 @@ def test_add_shelly_refuses_a_bad_bindkey_and_model(tmp_path: Path,
 
 
 def test_devices_listing_says_a_shelly_button_gives_no_feedback() -> None:
-    assert "no 'help is coming' feedback" in (shelly.note(BUTTON) or "")
-    assert shelly.note(DOOR) == "Shelly BLU Door/Window"
-    assert shelly.note(Device("p", "pendant", "C0:FF:EE:00:00:01")) is None
+    assert "no 'help is coming' feedback" in (models.note(BUTTON) or "")
+    assert models.note(DOOR) == "Shelly BLU Door/Window"
+    assert models.note(Device("p", "pendant", "C0:FF:EE:00:00:01")) is None
 
 
 def test_installer_tools_read_shelly_objects() -> None:

@@ -30,8 +30,8 @@ from hub.admin.control import ControlError
 from hub.clock import ManualClock
 from hub.config import keys
 from hub.config import settings as config
+from hub.config.home_assistant import ENTITIES
 from hub.decode.shelly import build_service_data
-from hub.delivery.ha_settings import ENTITIES
 from hub.radio.scanner import Advert
 from hub.service import Hub
 from protocols import bthome
