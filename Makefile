@@ -84,5 +84,5 @@ shelly: setup
 	  echo "make shelly needs MODEL=<button1|door-window|motion> MAC=AA:BB:CC:DD:EE:FF ID=<device id>"; \
 	  echo "(and ROOM=..., HUB_CONFIG=<the hub's config, default /etc/tryggheim>). See docs/INSTALLER.md."; \
 	  exit 2; fi
-	@$(PY) -m tools.installer.add_shelly --model "$(MODEL)" --mac "$(MAC)" --id "$(ID)" \
+	@$(PY) -m hub.installer.add_shelly --model "$(MODEL)" --mac "$(MAC)" --id "$(ID)" \
 	  --config "$(or $(HUB_CONFIG),/etc/tryggheim)" $(if $(ROOM),--room "$(ROOM)")

@@ -1,6 +1,6 @@
 """Register an off-the-shelf Shelly BLU sensor with the hub: `make shelly` runs this.
 
-    python -m tools.installer.add_shelly --config /etc/tryggheim --model button1 \\
+    python -m hub.installer.add_shelly --config /etc/tryggheim --model button1 \\
         --mac B4:35:22:F5:3D:A4 --id pendant-2 --room bedroom   # bindkey on stdin
 
 Nothing is flashed: the sensor keeps Shelly's firmware. Turn on its encryption in the Shelly
@@ -41,7 +41,7 @@ def registration(model: str, mac: str, device_id: str, bindkey: str, room: str =
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.installer.add_shelly", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m hub.installer.add_shelly", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="the hub's config directory or file")
     p.add_argument("--model", required=True,

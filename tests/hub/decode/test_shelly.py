@@ -21,9 +21,9 @@ from hub.config.settings import Device
 from hub.decode import shelly
 from hub.decode.counters import CounterStore
 from hub.decode.decoder import AdvertDecoder
+from hub.installer import add_shelly
 from hub.radio.scanner import Advert
 from protocols import bthome
-from tools.installer import add_shelly
 
 # Published Shelly BLU adverts, from Bluetooth-Devices/bthome-ble tests/test_parser_v2.py
 # (version 3.20.0, commit d55bd3a): service data from the device-info byte, sender, key.
