@@ -108,3 +108,19 @@ def test_the_dbus_policy_names_the_hubs_user_and_bluez() -> None:
     assert {"receive_sender": "org.bluez"} in rules
     sysusers = (PKG / "sysusers.conf").read_text()
     assert "u tryggheim " in sysusers and "g tryggheim-admin " in sysusers
+
+
+def test_the_package_installs_the_hub_and_protocols_and_nothing_of_tools() -> None:
+    """tools/ runs from the repository; an installed `tools` would collide with any other
+    project's. Every folder of hub/ must be a package, or the installed hub lacks it."""
+    from setuptools import find_packages
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    found = set(find_packages(str(ROOT), **project["tool"]["setuptools"]["packages"]["find"]))
+    hub_dirs = {".".join(p.parent.relative_to(ROOT).parts)
+                for p in (ROOT / "hub").rglob("*.py") if "__pycache__" not in p.parts}
+    assert hub_dirs <= found, f"hub folders not installed: {sorted(hub_dirs - found)}"
+    assert "protocols" in found
+    assert not {p for p in found if p.split(".")[0] not in ("hub", "protocols")}, found
+    scripts = project["project"]["scripts"]
+    assert all(s.split(":")[0].split(".")[0] == "hub" for s in scripts.values()), scripts
