@@ -29,7 +29,7 @@ system-deps:
 
 # make demo: one night in the virtual home; SCENARIO=<name> one part of it, SCENARIO=help lists them.
 demo: setup
-	$(PY) -m tools.virtual_home $(if $(SCENARIO),--scenario "$(SCENARIO)")
+	$(PY) -m tools.sim.demo_night $(if $(SCENARIO),--scenario "$(SCENARIO)")
 
 test: setup
 	$(PY) -m pytest -q
@@ -52,7 +52,7 @@ flash: setup
 	  echo "and a MicroPython image for ESP32 at IMAGE=$(IMAGE) (not downloaded here;"; \
 	  echo "IMAGE=none keeps the board's MicroPython). See docs/INSTALLER.md."; \
 	  exit 2; fi
-	@$(PY) -m tools.flash --role "$(DEVICE)" --port "$(PORT)" \
+	@$(PY) -m tools.installer.flash --role "$(DEVICE)" --port "$(PORT)" \
 	  $(if $(ID),--id "$(ID)") \
 	  $(if $(filter none,$(IMAGE)),--no-image,--image "$(IMAGE)") \
 	  $(if $(CHIP),--chip "$(CHIP)") $(if $(ROOM),--room "$(ROOM)") \
@@ -84,5 +84,5 @@ shelly: setup
 	  echo "make shelly needs MODEL=<button1|door-window|motion> MAC=AA:BB:CC:DD:EE:FF ID=<device id>"; \
 	  echo "(and ROOM=..., HUB_CONFIG=<the hub's config, default /etc/tryggheim>). See docs/INSTALLER.md."; \
 	  exit 2; fi
-	@$(PY) -m tools.add_shelly --model "$(MODEL)" --mac "$(MAC)" --id "$(ID)" \
+	@$(PY) -m hub.installer.add_shelly --model "$(MODEL)" --mac "$(MAC)" --id "$(ID)" \
 	  --config "$(or $(HUB_CONFIG),/etc/tryggheim)" $(if $(ROOM),--room "$(ROOM)")

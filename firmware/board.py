@@ -1,5 +1,5 @@
 # The board layer: the one place that touches hardware. Applications only call these
-# methods. There is one implementation, board_esp32; the virtual board (tools/vboard) runs it
+# methods. There is one implementation, board_esp32; the virtual board (tools/sim/vboard) runs it
 # unchanged on a model of the ESP32 port (tests/esp32_fakes) in real MicroPython.
 #
 # Contract every board implements (times in ms, levels 0/1, pins by role name from config):

@@ -41,7 +41,7 @@ _IDLE = const(0)
 _ACTIVE = const(1)
 
 # Default thresholds: the setting the leave-one-subject-out folds chose on the
-# SisFall dev subset (tools/fall_eval.py, FALL_DETECTION.md).
+# SisFall dev subset (tools/falls/fall_eval.py, FALL_DETECTION.md).
 DEFAULTS = {
     "impact_g": 3.0,      # |a| at or above this is an impact (starts/extends an episode)
     "angle_deg": 70.0,    # min orientation change, before vs. after the episode

@@ -5,7 +5,7 @@
 # (mg/digit): Table 4. Current at 50 Hz in normal/high-resolution mode: 11 uA (Table 12).
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]
-except ImportError:  # CPython (tools/battery_model.py reads the constants)
+except ImportError:  # CPython (tools/sim/battery_model.py reads the constants)
 
     def const(x):
         return x

@@ -8,11 +8,11 @@ import logging
 import sys
 from pathlib import Path
 
-from hub import config
+from hub.config import settings as config
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hub import keys
+    from hub.config import keys
     from hub.service import run_forever
 
     try:
@@ -25,8 +25,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from hub import keys
-    from hub.decode import inspect
+    from hub.config import keys
+    from hub.decode.decoder import inspect
 
     if (args.hex is None) == (args.capture is None):
         print("tryggheim decode: give either HEX (with --mac) or --capture FILE",
@@ -71,8 +71,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def _decode_capture(path: Path, candidates: dict[str, bytes]) -> int:
     """Every advert of a capture file, one JSON object per line; 1 if any did not decode."""
-    from hub import radio_capture
-    from hub.decode import inspect
+    from hub.decode.decoder import inspect
+    from hub.radio import capture as radio_capture
 
     failed = False
     try:
@@ -126,15 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--key", help="the device key, 32 hex digits")
     dec.add_argument("--keys", metavar="FILE", help="keys file; every key in it is tried")
     dec.set_defaults(func=cmd_decode)
-    from hub import scan_tool
+    from hub.installer import scan
 
-    scan_tool.add_arguments(sub.add_parser(
+    scan.add_arguments(sub.add_parser(
         "scan", help="list nearby Tryggheim devices: signal, battery, key (installer's check)"))
-    from hub import watch
+    from hub.admin import watch
 
     watch.add_arguments(sub.add_parser(
         "watch", help="walk test: every device of the home live (state, battery, signal)"))
-    from hub import admin_cli
+    from hub.admin import cli as admin_cli
 
     admin_cli.add_commands(sub)  # config check, reload, status, devices, alarms, events, ...
     return p

@@ -13,12 +13,10 @@ import ctypes
 import ctypes.util
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-if TYPE_CHECKING:
-    from hub.rules.engine import RuleEngine
-    from hub.rules.outgoing import Outgoing
+M = TypeVar("M")  # the messages a ClockFollower answers with (the rules' Outgoing)
 
 
 class Clock(Protocol):
@@ -118,6 +116,17 @@ def kernel_synchronised() -> bool | None:
 
 # -- watching the clock for the rules ---------------------------------------------------------
 
+class ClockFollower(Protocol[M]):
+    """What ClockWatch tells about the clock: the rule engine (hub/rules/engine.py), which
+    this module must not import, since the rules take their time from here."""
+
+    def newest_instant(self) -> float | None: ...
+
+    def clock_stepped(self, delta: float, since: float, now: float) -> list[M]: ...
+
+    def clock_sync(self, synchronised: bool, now: float, **fields: Any) -> list[M]: ...
+
+
 class ClockWatch:
     """Feeds the rule engine what the clock does. Call `check(engine, now)` before each
     `engine.tick(now)`; it needs a clock with `monotonic()` (step detection) and
@@ -139,8 +148,8 @@ class ClockWatch:
         self._unsynced_at: float | None = None  # monotonic
         self._next_sync_check = float("-inf")
 
-    def check(self, engine: RuleEngine, now: float) -> list[Outgoing]:
-        out: list[Outgoing] = []
+    def check(self, engine: ClockFollower[M], now: float) -> list[M]:
+        out: list[M] = []
         mono = self._mono() if self._mono is not None else now
         if self._last is None:
             newest = engine.newest_instant()

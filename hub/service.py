@@ -12,18 +12,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hub import home_assistant, keys, receipt_key
-from hub.acks import AckSender, AckSettings, AckStore
+from hub.admin import sdnotify
+from hub.admin.server import Admin
 from hub.clock import Clock, ClockWatch, SystemClock, iso
-from hub.config import Device, HubConfig
-from hub.counters import CounterStore
-from hub.decode import AdvertDecoder, Report
-from hub.mqtt_link import MqttLink
-from hub.outbox import Decision, GroupCommitter, Outbox
-from hub.radio import Advert, Scanner
-from hub.radio_capture import CaptureWriter
-from hub.routing import route
-from hub.rules import Outgoing, RuleEngine, new_id
+from hub.config import keys
+from hub.config.settings import Device, HubConfig
+from hub.decode.counters import CounterStore
+from hub.decode.decoder import AdvertDecoder, Report
+from hub.delivery import home_assistant, receipt_key
+from hub.delivery.acks import AckSender, AckSettings, AckStore
+from hub.delivery.mqtt_link import MqttLink
+from hub.delivery.outbox import Decision, GroupCommitter, Outbox
+from hub.delivery.routing import route
+from hub.radio.capture import CaptureWriter
+from hub.radio.scanner import Advert, Scanner
+from hub.rules.engine import RuleEngine
+from hub.rules.outgoing import Outgoing, new_id
 from hub.rules.store import RuleStateStore
 from hub.store import DB_NAME, Database, Problem, import_legacy, set_aside
 from protocols import mqtt_schema, scaip
@@ -33,16 +37,16 @@ log = logging.getLogger(__name__)
 
 def make_scanner(cfg: HubConfig, clock: Clock) -> Scanner:
     if cfg.radio_kind == "virtual":
-        from hub.radio_virtual import VirtualRadio
+        from hub.radio.virtual import VirtualRadio
 
         return VirtualRadio(cfg.radio_air, clock)
     if cfg.radio_kind == "replay":
-        from hub.radio_capture import ReplayScanner
+        from hub.radio.capture import ReplayScanner
 
         return ReplayScanner(cfg.radio_replay, clock)
     if cfg.radio_kind == "bleak":
-        from hub.radio_bleak import BleakRadio, BleakSettings
-        from hub.radio_watchdog import for_heartbeats
+        from hub.radio.bleak import BleakRadio, BleakSettings
+        from hub.radio.watchdog import for_heartbeats
 
         rs = cfg.radio
         silent = cfg.rules.silent  # how often each device reports at the least
@@ -97,7 +101,7 @@ class Hub:
         # back ("help is coming"). Both run in the event loop and must not block.
         self.on_stored: list[Callable[[Outgoing], None]] = []
         self.on_delivered = self.link.on_delivered
-        # Every accepted report, after the rules saw it (`tryggheim watch`, hub/watch.py).
+        # Every accepted report, after the rules saw it (`tryggheim watch`, hub/admin/watch.py).
         # Runs in the event loop and must not block.
         self.on_report: list[Callable[[Report], None]] = []
         self._last_seen: dict[str, float] = {}
@@ -106,18 +110,16 @@ class Hub:
         self._write_alarm_at = float("-inf")
         self.scanner = make_scanner(cfg, self.clock)
         self._tasks: set[asyncio.Task[None]] = set()
-        # "Received" / "help is coming" back to the resident's device (hub/acks.py).
+        # "Received" / "help is coming" back to the resident's device (hub/delivery/acks.py).
         self.acks = AckSender(self.scanner.transmit,
                               AckSettings(max_connections=cfg.radio.ack_connections),
                               AckStore(self.db), cfg.devices, self.clock.now)
         self.on_delivered.append(self.acks.delivered)
         if hasattr(self.scanner, "on_health"):  # the real radio reports when it goes deaf
             self.scanner.on_health = self._radio_health
-        # Admin CLI over the local control socket; reload, audit, event log (hub/admin.py).
-        from hub.admin import Admin
-
+        # Admin CLI over the local control socket; reload, audit, event log (hub/admin/server.py).
         self.admin = Admin(self)
-        # Optional Home Assistant discovery ([home_assistant]; hub/home_assistant.py).
+        # Optional Home Assistant discovery ([home_assistant]; hub/delivery/home_assistant.py).
         self.home_assistant = home_assistant.attach(lambda: self.cfg, lambda: self.rules,
                                                     self.clock.now)
         if self.home_assistant is not None:
@@ -167,7 +169,7 @@ class Hub:
 
     def _dispatch(self, outs: list[Outgoing]) -> None:
         """Commit one decision: messages, counters, rule state and acknowledgement state in
-        one transaction (hub/outbox.py `Outbox.commit`), queued in the order decisions were
+        one transaction (hub/delivery/outbox.py `Outbox.commit`), queued in the order decisions were
         made. Only then is anything acknowledged."""
         decision, outs = self._decision(outs)
         if not decision:
@@ -222,7 +224,7 @@ class Hub:
 
     def _radio_alert(self, device: Device, type_: str, detail: dict[str, Any]) -> None:
         # The decoder found this device's adverts refused (replayed or not authentic): its
-        # alarms may not be getting through. Someone must look (hub/decode.py).
+        # alarms may not be getting through. Someone must look (hub/decode/decoder.py).
         payload = mqtt_schema.message(
             "technical_alarm", new_id(), self.cfg.site, device.id, type_,
             mqtt_schema.PRIORITY_TECHNICAL, iso(self.clock.now(), self.cfg.timezone),
@@ -348,9 +350,7 @@ class Hub:
         if self.home_assistant is not None:
             self.home_assistant.start()
         log.info("hub %s running for site %s", self.cfg.hub_id, self.cfg.site)
-        from hub import sdnotify  # systemd: READY=1; watchdog pings while the hub progresses
-
-        watchdog = sdnotify.start(self)
+        watchdog = sdnotify.start(self)  # systemd: READY=1; pings while the hub progresses
         try:
             await stop.wait()
         finally:

@@ -3,7 +3,7 @@
 Everything a decision on an advert changes lives in this one SQLite file, so that one
 transaction (one fsync, group-committed over a burst) makes all of it durable together:
 no crash image can hold an accepted counter or a rule state without the messages it implies
-(hub/outbox.py `Outbox.commit`). WAL mode with synchronous=FULL: a commit survives kill -9
+(hub/delivery/outbox.py `Outbox.commit`). WAL mode with synchronous=FULL: a commit survives kill -9
 and power loss.
 
 Opening it is also where damage is found and survived, never a reason not to start:
@@ -51,7 +51,7 @@ WAL_PAGES = 1000
 WAL_LIMIT = 5 << 20
 IDLE_CHECKPOINT_AFTER = 150  # transactions (~750 pages) since the last checkpoint
 
-# Tables other than the outbox itself (hub/outbox.py creates that one). The acks table keeps
+# Tables other than the outbox itself (hub/delivery/outbox.py creates that one). The acks table keeps
 # alarms the device was told "received" for, until "help is coming" has reached it
 # (delivered = 1: the receipt came back, the device still has to hear it).
 SCHEMA = """
@@ -148,7 +148,7 @@ class Database:
     """One connection to the hub's database, shared by its stores under one lock.
 
     `journal_size_limit` keeps the WAL small after checkpoints (on a full disk the free space
-    may sit in it); the disk budget and the reserve (hub/outbox.py) count the WAL in."""
+    may sit in it); the disk budget and the reserve (hub/delivery/outbox.py) count the WAL in."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -172,7 +172,7 @@ class Database:
             self.conn = self._connect()
         except sqlite3.OperationalError as e:
             # A full disk must not keep the hub from starting: this is what the reserve
-            # kept for alarms (hub/outbox.py) is for. The outbox sets it aside again later.
+            # kept for alarms (hub/delivery/outbox.py) is for. The outbox sets it aside again later.
             reserve = self.path.with_name(self.path.name + ".reserve")
             if "full" not in str(e) or not reserve.exists():
                 raise
@@ -414,7 +414,7 @@ def open_db(target: str | Path | Database) -> Database:
     return target if isinstance(target, Database) else Database(target)
 
 
-# -- writes inside a caller's transaction (hub/outbox.py Outbox.commit / confirm) -------------
+# -- writes inside a caller's transaction (hub/delivery/outbox.py Outbox.commit / confirm) -------------
 AckRow = tuple[str, str, int, "bytes | None"]  # (msg id, device id, advert counter, advert)
 MAX_ACK_ROWS = 1000  # alarms remembered for "help is coming"; the oldest go beyond this
 

@@ -150,7 +150,7 @@ def make_venv(stage: Path, arch: str, wheels: Path, project: Path) -> None:
     (bin_ / "python").symlink_to(f"/usr/bin/python{PYTHON}")
     (bin_ / "python3").symlink_to("python")
     for name, module, func in (("tryggheim", "hub.cli", "main"),
-                               ("tryggheim-provision", "tools.provision", "main")):
+                               ("tryggheim-provision", "hub.installer.provision", "main")):
         script = bin_ / name
         script.write_text(SCRIPT.format(venv=VENV, name=name, module=module, func=func))
         script.chmod(0o755)

@@ -65,7 +65,7 @@ TYPES = {
     "device_silent": (None, STC_SUPERVISION_MISSING, STC_SUPERVISION_RESTORED),
     "tamper": (None, STC_TAMPER, STC_AUTOMATIC_RESET),
     # the hub refuses a device's adverts: replayed recordings, or failing authentication
-    # (hub/decode.py); the closest SCAIP notion is tampering with the device's transmission
+    # (hub/decode/decoder.py); the closest SCAIP notion is tampering with the device's transmission
     "radio_replay": (None, STC_TAMPER, STC_AUTOMATIC_RESET),
     "radio_auth_failed": (None, STC_TAMPER, STC_AUTOMATIC_RESET),
     # technical alarms on the hub

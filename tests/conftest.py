@@ -1,7 +1,7 @@
 """Shared fixtures: real Mosquitto brokers on free loopback ports, the virtual home, and a
 watch on every broker a test starts: everything hubs publish must match protocols/schemas.
 
-`schema_watch` (autouse): each `tools.mosquitto.Mosquitto` started during a test gets a
+`schema_watch` (autouse): each `tools.centre.mosquitto.Mosquitto` started during a test gets a
 client subscribed to `#` (as the broker's observer user where passwords are on). Every
 message on a hub topic (`tryggheim/v1/<site>/<kind>...`, also routed copies under
 `.../to/<receiver>/<kind>...`, for the kinds in `mqtt_schema.KINDS`) is validated against
@@ -28,8 +28,8 @@ from jsonschema import Draft202012Validator
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols import mqtt_schema
-from tools.mosquitto import Mosquitto
-from tools.vboard import node_available
+from tools.centre.mosquitto import Mosquitto
+from tools.sim.vboard import node_available
 
 ROOT = Path(__file__).resolve().parents[1]
 

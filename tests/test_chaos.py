@@ -45,15 +45,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from hub import keys
+from hub.config import keys
 from hub.store import DB_NAME
 from protocols import ack, bthome, mqtt_schema
 from tests.conftest import requires_mosquitto
-from tests.test_delivery_support import SITE, open_for_broker, write_config
-from tests.test_protocol_ccm import Ecb
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
-from tools.vboard import Air
+from tests.hub_support import SITE, open_for_broker, write_config
+from tests.protocols.test_ccm import Ecb
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
+from tools.sim.vboard import Air
 
 pytestmark = requires_mosquitto
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import requires_mosquitto, requires_node
-from tests.test_delivery_support import RECEIPT_KEY, centre_keys
-from tools.mosquitto import Mosquitto
-from tools.response_centre import ResponseCentre
-from tools.vboard import Air, VirtualBoard
-from tools.virtual_home import (
+from tests.hub_support import RECEIPT_KEY, centre_keys
+from tools.centre.mosquitto import Mosquitto
+from tools.centre.response_centre import ResponseCentre
+from tools.sim.vboard import Air, VirtualBoard
+from tools.sim.virtual_home import (
     DEFAULT_DEVICES,
     VirtualHome,
     start_hub,

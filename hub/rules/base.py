@@ -11,8 +11,8 @@ from hub.rules.alarms import AlarmBook
 from hub.rules.outgoing import Outgoing
 
 if TYPE_CHECKING:
-    from hub.config import Device
-    from hub.decode import Report
+    from hub.config.settings import Device
+    from hub.decode.decoder import Report
 
 State = dict[str, Any]  # JSON-serialisable: persisted between restarts
 

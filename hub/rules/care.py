@@ -18,7 +18,7 @@ from hub.rules.settings import CARRIED, BedExitRule, InactivityRule, WanderingRu
 from protocols import mqtt_schema
 
 if TYPE_CHECKING:
-    from hub.decode import Report
+    from hub.decode.decoder import Report
 
 HIGH = mqtt_schema.PRIORITY_HIGH
 

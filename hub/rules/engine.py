@@ -21,8 +21,8 @@ from hub.rules.technical import Battery, Charging, Immediate, Silent
 from protocols import mqtt_schema
 
 if TYPE_CHECKING:
-    from hub.config import Device
-    from hub.decode import Report
+    from hub.config.settings import Device
+    from hub.decode.decoder import Report
 
 STATE_VERSION = 1
 CLOCK_CAUSE = "clock_unsynchronised"

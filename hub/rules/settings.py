@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hub.config.tomlcheck import Reader
 from hub.rules.windows import Window, WindowError, parse_clock, parse_window
-from hub.tomlcheck import Reader
 from protocols import bthome
 
 

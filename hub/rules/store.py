@@ -3,7 +3,7 @@
 
 In the hub it is a row in the one database (hub/store.py): `take()` gives the snapshot after
 a decision and the hub commits it in the same transaction as the messages that decision
-produced (hub/outbox.py `Outbox.commit`), so the state on disk never shows an alarm raised
+produced (hub/delivery/outbox.py `Outbox.commit`), so the state on disk never shows an alarm raised
 that the outbox does not hold. A state file from an older hub (`rules_state.json` beside the
 database) is taken over once. Standalone (a path to a JSON file; tests, benchmarks) it is
 one file, replaced atomically and fsync'd. Unreadable state is set aside for inspection and

@@ -13,7 +13,7 @@ from hub.rules.settings import CARRIED, BatteryRule, ButtonRule, ChargingRule, S
 from protocols import bthome, mqtt_schema
 
 if TYPE_CHECKING:
-    from hub.decode import Report
+    from hub.decode.decoder import Report
 
 _EVENT_IDS = {name: eid for eid, name in bthome.BUTTON_EVENT_NAMES.items()}
 _FALL = bthome.OBJECTS[bthome.FALL][0]  # "problem" = 1 from the wearable (protocols/BTHOME.md)

@@ -1,5 +1,5 @@
 # The simulated ESP32 port: the state that machine, esp32, bluetooth and time share, and the
-# link to the host world (tools/vboard/board.py: virtual time, pin levels, the air).
+# link to the host world (tools/sim/vboard/board.py: virtual time, pin levels, the air).
 #
 # One model of the port, used by the virtual board and by every firmware test. It follows
 # the port's rules (../shared/notes/esp32_port.md), not kinder ones:

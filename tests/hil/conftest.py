@@ -1,4 +1,4 @@
-"""Device tests on the device-under-test interface (tools/dut.py).
+"""Device tests on the device-under-test interface (tools/hil/dut.py).
 
 `dut(config, **board)` starts a device running the real firmware and stops it after the
 test. The backend is the virtual board (real MicroPython in WebAssembly, virtual time); a
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import requires_node
-from tools import hil_serial
-from tools.hil_serial import pytest_runtest_makereport  # noqa: F401  (serial log on failure)
-from tools.vboard import VirtualBoard
+from tools.hil import serial_board
+from tools.hil.serial_board import pytest_runtest_makereport  # noqa: F401  (serial log on failure)
+from tools.sim.vboard import VirtualBoard
 
 KEY = "00112233445566778899aabbccddeeff"
 MAC = "C0:FF:EE:00:00:42"
@@ -37,8 +37,8 @@ def dut(request: pytest.FixtureRequest) -> Iterator[DutFactory]:
     request.node.hil_duts = started  # their logs go into a failing test's report
 
     def make(config: dict[str, Any] | None, **board: Any) -> VirtualBoard:
-        if hil_serial.hil_port():  # the real board on HIL_PORT (docs/INSTALLER.md)
-            real = hil_serial.make_board(config, **board)
+        if serial_board.hil_port():  # the real board on HIL_PORT (docs/INSTALLER.md)
+            real = serial_board.make_board(config, **board)
             started.append(real)  # type: ignore[arg-type]
             return real.start()  # type: ignore[return-value]
         board.setdefault("mac", MAC)
@@ -63,8 +63,8 @@ FIXTURE_LACKS = ("accel.feed", "fail_calls", "hang_next_call", ".rtc", "rtc_stat
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    real = hil_serial.hil_port()
-    fixture = real and hil_serial.stimulus_port()
+    real = serial_board.hil_port()
+    fixture = real and serial_board.stimulus_port()
     for item in items:
         if fixture and "tests/hil/" in str(item.fspath):
             src = inspect.getsource(getattr(item, "function", lambda: None))

@@ -10,7 +10,7 @@ from typing import Any
 
 from protocols import ack, bthome
 from tests.hil.conftest import KEY, MAC  # noqa: F401  (MAC: the virtual boards' address)
-from tools.dut import DeviceUnderTest
+from tools.hil.dut import DeviceUnderTest
 
 AES = ack.host_aes(bytes.fromhex(KEY))
 

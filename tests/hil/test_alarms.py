@@ -7,8 +7,8 @@ import random
 from protocols import ack, bthome
 from tests.hil.conftest import DutFactory, device_config
 from tests.hil.helpers import ack_for, events, values
-from tools.vboard import VirtualBoard
-from tools.vboard.scenarios import fall
+from tools.sim.vboard import VirtualBoard
+from tools.sim.vboard.scenarios import fall
 
 LIPO_FULL = 4000
 FALL_WINDOW_MS = 30_000  # firmware/fall_alert.py CANCEL_WINDOW_S (tests/hil/test_fall_alert.py)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import re
 
-from hub.decode import Report
+from hub.decode.decoder import Report
 from protocols import bthome
 from tests.hil.conftest import DutFactory, device_config
 from tests.hil.helpers import events, values
 from tests.hil.test_alarms import LIPO_FULL, fall
-from tests.test_rules import Home, RulesConfig
-from tools.vboard import VirtualBoard
+from tests.hub.rules.test_rules import Home, RulesConfig
+from tools.sim.vboard import VirtualBoard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SRC = open(os.path.join(ROOT, "firmware", "fall_alert.py")).read()

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import requires_mosquitto
-from tools.virtual_home import VirtualHome
+from tools.sim.virtual_home import VirtualHome
 
 pytestmark = requires_mosquitto
 

@@ -1,0 +1,1 @@
+"""Admin: how people and systemd see and steer the running hub."""

@@ -1,0 +1,1 @@
+"""Configuration: the hub's TOML files and device keys, checked."""

@@ -1,0 +1,1 @@
+"""Decode: advert -> Report (identify, authenticate, decrypt, refuse replays)."""

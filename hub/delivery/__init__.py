@@ -1,0 +1,1 @@
+"""Delivery: what leaves the hub (outbox, MQTT link, receipts, routing, acknowledgements)."""

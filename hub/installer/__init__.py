@@ -1,0 +1,1 @@
+"""What an installer runs on the hub: the radio scan and device registration."""

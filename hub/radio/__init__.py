@@ -1,0 +1,1 @@
+"""Radio: where adverts enter the hub (the Scanner interface and its sources)."""

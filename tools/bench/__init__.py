@@ -1,0 +1,1 @@
+"""`make bench`: each module here is one benchmark with a `run()`."""

@@ -1,0 +1,1 @@
+"""The fall detector evaluated on recorded falls and daily activities."""

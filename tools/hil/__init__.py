@@ -1,0 +1,1 @@
+"""Hardware in the loop: one device-test interface, the virtual board or a real one."""

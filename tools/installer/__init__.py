@@ -1,0 +1,1 @@
+"""Installer tools: flashing and provisioning devices."""

@@ -1,4 +1,0 @@
-from tools.vboard.air import Air
-from tools.vboard.board import Advert, BoardCrashed, VirtualBoard, node_available
-
-__all__ = ["Air", "Advert", "BoardCrashed", "VirtualBoard", "node_available"]
