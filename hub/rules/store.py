@@ -1,11 +1,13 @@
 """The rule engine's state on disk, so a restart in the middle of "not back in bed within
 30 minutes" resumes the same deadline.
 
-In the hub it is a row in the one database (hub/store.py): `take()` gives the snapshot after
-a decision and the hub commits it in the same transaction as the messages that decision
-produced (hub/delivery/outbox.py `Outbox.commit`), so the state on disk never shows an alarm raised
-that the outbox does not hold. A state file from an older hub (`rules_state.json` beside the
-database) is taken over once. Standalone (a path to a JSON file; tests, benchmarks) it is
+In the hub it is one row per rule, alarm and device in the one database (hub/store.py
+rule_items): `changes()` gives the parts a decision changed and the hub commits them in the
+same transaction as the messages that decision produced (hub/delivery/outbox.py
+`Outbox.commit`), so the state on disk never shows an alarm raised that the outbox does not
+hold, and a decision's cost follows what it changed, not how many alarms are held. The one-row
+snapshot of older hubs, or their state file (`rules_state.json` beside the database), is
+taken over once. Standalone (a path to a JSON file; tests, benchmarks) it is
 one file, replaced atomically and fsync'd. Unreadable state is set aside for inspection and
 the engine starts empty (logged): better to lose a timer than to stop the hub from starting.
 """

@@ -378,8 +378,8 @@ def test_each_advert_has_its_own_stable_id_and_a_press_alarm_takes_it() -> None:
     """After the hub lost its database, a pendant's repeat of a press the centre already has
     is accepted again (the counter is gone with it). Before, it became a second alarm with a
     new random id; with the advert's id it is the same alarm, which the centre drops."""
-    from hub.rules import RuleEngine
-    from tests.test_rules import OSLO
+    from hub.rules.engine import RuleEngine
+    from tests.hub.rules.test_rules import OSLO
 
     a1, a1_again, a2 = decoder().decode(adv(frame(7))), decoder().decode(adv(frame(7))), \
         decoder().decode(adv(frame(8)))

@@ -13,14 +13,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from hub.decode import Report
-from hub.rules import RuleEngine
+from hub.decode.decoder import Report
+from hub.rules.engine import RuleEngine
 from hub.rules.settings import BedExitRule, RulesConfig
 from hub.rules.store import RuleStateStore, read_snapshot
 from hub.rules.windows import parse_window
 from hub.store import FULL, Database, write_rule_state
 from protocols import bthome
-from tests.test_rules import DEVICES, OSLO, at, counter_ids
+from tests.hub.rules.test_rules import DEVICES, OSLO, at, counter_ids
 
 CFG = RulesConfig(bed_exit=(BedExitRule("night", "bed-1", parse_window("22:00-06:00"), 30),))
 
