@@ -46,7 +46,7 @@ _SIDECARS = ("-wal", "-shm", "-journal")
 # pages, so SQLite's default of a checkpoint every 1000 pages comes every ~50 alarms. The
 # hub checkpoints sooner, while it is idle (GroupCommitter): an alarm then waits for its own
 # commit's fsync only; the automatic one is the backstop for a long burst. The WAL stays
-# within WAL_LIMIT, inside the disk-full reserve (hub/outbox.py RESERVE_BYTES).
+# within WAL_LIMIT, inside the disk-full reserve (hub/delivery/outbox.py RESERVE_BYTES).
 WAL_PAGES = 1000
 WAL_LIMIT = 5 << 20
 IDLE_CHECKPOINT_AFTER = 150  # transactions (~750 pages) since the last checkpoint

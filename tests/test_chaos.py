@@ -25,7 +25,7 @@ more than one alarm at the centre; re-deliveries of one id are de-duplicated the
 and stuck (pendants whose last press never showed "help is coming"). The goal is lost = 0 and
 stuck = 0, and duplicated = 0: after its database was damaged beyond salvage the hub cannot
 tell a pendant's repeat of a delivered press from a new one, but the alarm takes the advert's
-id (hub/decode.py advert_id), so the centre sees the same id twice and drops one (before that,
+id (hub/decode/decoder.py advert_id), so the centre sees the same id twice and drops one (before that,
 1,000 trials gave duplicated=9). `make test` runs a short
 run; `make soak` 1,000 trials (`-m slow`). CHAOS_TRIALS / CHAOS_SEED / CHAOS_FAULTS override.
 """
