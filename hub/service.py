@@ -260,14 +260,14 @@ class Hub:
         elif self._fill_alarm and fill < 0.6:
             self._fill_alarm = False  # re-armed: the next filling is news again
 
-    def _store_damaged(self, e: BaseException | str) -> None:
+    def _store_damaged(self, why: str) -> None:
         """The database is damaged (SQLite says so while the hub runs): stop, so that the
         next start sets it aside and starts on a fresh one (systemd restarts the hub,
         hub/store.py found_damaged). Told to the centre live, best effort, first."""
         if self.fatal:
             return
-        self.fatal = f"database damaged: {e}"
-        self.db.found_damaged(e if isinstance(e, BaseException) else RuntimeError(e))
+        self.fatal = f"database damaged: {why}"
+        self.db.found_damaged(why)
         tech = self._technical("store_damaged", state="raised", detail=self.fatal,
                                salvaged=0)
         self.link.publish_live(mqtt_schema.topic(self.cfg.site, tech.kind), tech.payload)

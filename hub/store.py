@@ -156,7 +156,9 @@ class Database:
         self.problems: list[Problem] = []
         self.salvaged = 0
         self.lock = threading.RLock()
-        self.read_lock = threading.RLock()
+        # Queries only (`reading`): a connection and lock of their own, except in memory,
+        # where there is one connection for both.
+        self.read_lock = self.lock if self.memory else threading.RLock()
         self._reader: sqlite3.Connection | None = None
         self.since_checkpoint = 0  # transactions committed since the last checkpoint
         self.generation = ""  # this file's id (also in the marker beside it)
@@ -238,14 +240,14 @@ class Database:
         except OSError as e:
             return f"marker unreadable: {e}"
 
-    def found_damaged(self, e: BaseException) -> None:
+    def found_damaged(self, why: str) -> None:
         """SQLite found the file damaged while the hub runs. Recorded beside it so that the
         next start sets it aside, salvages what it can and reports `store_damaged`, as for
         damage found at start; the hub then stops (hub/service.py) and systemd restarts it."""
         log.critical("%s is damaged (%s): the hub stops; the next start sets it aside",
-                     self.path, e)
+                     self.path, why)
         try:
-            write_file_durably(self.damage_marker, str(e).encode()[:500] + b"\n")
+            write_file_durably(self.damage_marker, why.encode()[:500] + b"\n")
         except OSError as err:
             log.error("cannot write %s: %s", self.damage_marker, err)
 
@@ -362,7 +364,7 @@ class Database:
         for a write-back or a checkpoint (which hold the write lock for as long as the disk
         takes). An in-memory database has one connection for both."""
         if self.memory:
-            with self.lock:
+            with self.read_lock:
                 yield self.conn
             return
         with self.read_lock:

@@ -259,7 +259,7 @@ class MqttLink:
         self.last_error: str | None = None
         self.on_delivered: list[DeliveredCallback] = []
         self.status_provider: StatusProvider | None = None
-        self.on_store_damage: Callable[[BaseException], None] | None = None
+        self.on_store_damage: Callable[[str], None] | None = None
         self.receipt_key = (read_receipt_key(settings.receipt_key_file)
                             if settings.receipt_key_file else None)
         # Without a key no receipt is taken (the config requires one), unless receipts =
@@ -642,7 +642,7 @@ class MqttLink:
             except Exception as e:
                 log.exception("MQTT pump round failed; retrying")
                 if is_damage(e) and self.on_store_damage is not None:
-                    self.on_store_damage(e)  # the hub stops (hub/service.py)
+                    self.on_store_damage(str(e))  # the hub stops (hub/service.py)
                 await asyncio.sleep(0.5)
                 self._wake.set()
 
@@ -736,8 +736,7 @@ class MqttLink:
         little at the last look (a new alarm into an idle hub) and nobody holds the
         database, this is a query of a few rows, cheaper than the hop to a worker thread and
         back (~0.3 ms of an alarm's latency). None: fetch in a thread."""
-        store = self.outbox.store
-        lock = store.lock if store.memory else store.read_lock
+        lock = self.outbox.store.read_lock
         if not self._little or not lock.acquire(blocking=False):
             return None
         try:

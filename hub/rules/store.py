@@ -78,17 +78,25 @@ def join(parts: dict[str, Any]) -> dict[str, Any]:
     return snap
 
 
-def read_rows(conn: sqlite3.Connection) -> dict[str, bytes]:
-    return {str(k): bytes(v) for k, v in conn.execute("SELECT key, value FROM rule_items")}
+def read_stored(conn: sqlite3.Connection) -> tuple[dict[str, bytes], bytes | None]:
+    """What a database holds of the rule state: its parts, or else the one-row snapshot of
+    an older hub (None if neither)."""
+    rows = {str(k): bytes(v) for k, v in conn.execute("SELECT key, value FROM rule_items")}
+    if rows:
+        return rows, None
+    old = conn.execute("SELECT snapshot FROM rule_state WHERE id = 1").fetchone()
+    return rows, None if old is None else bytes(old[0])
+
+
+def _snapshot(rows: dict[str, bytes], old: bytes | None) -> dict[str, Any] | None:
+    if rows:
+        return join({k: json.loads(v) for k, v in rows.items()})
+    return None if old is None else dict(json.loads(old))
 
 
 def read_snapshot(conn: sqlite3.Connection) -> dict[str, Any] | None:
     """The rule state in a database (either format), or None if it holds none."""
-    rows = read_rows(conn)
-    if rows:
-        return join({k: json.loads(v) for k, v in rows.items()})
-    row = conn.execute("SELECT snapshot FROM rule_state WHERE id = 1").fetchone()
-    return json.loads(bytes(row[0])) if row else None
+    return _snapshot(*read_stored(conn))
 
 
 class RuleStateStore:
@@ -109,9 +117,7 @@ class RuleStateStore:
             return self._load_file(engine)
         with self.db.lock:
             try:
-                rows = read_rows(self.db.conn)
-                old = (None if rows else self.db.conn.execute(
-                    "SELECT snapshot FROM rule_state WHERE id = 1").fetchone())
+                rows, old = read_stored(self.db.conn)
             except sqlite3.Error as e:
                 log.error("rule state in %s unreadable (%s): starting fresh", self.db.path, e)
                 self._rebuild = True
@@ -128,13 +134,12 @@ class RuleStateStore:
                 pass
             return True
         try:
-            engine.restore(join({k: json.loads(v) for k, v in rows.items()}) if rows
-                           else json.loads(bytes(old[0])) if old is not None else {})
+            engine.restore(_snapshot(rows, old) or {})
         except (ValueError, TypeError, AttributeError) as e:
             aside = self.path.with_suffix(".corrupt")
             log.error("rule state in %s unreadable (%s): kept as %s, starting fresh",
                       self.db.path, e, aside)
-            kept = bytes(old[0]) if old is not None else b"\n".join(
+            kept = old if old is not None else b"\n".join(
                 k.encode() + b" " + v for k, v in sorted(rows.items()))
             try:
                 fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -217,19 +222,17 @@ class RuleStateStore:
         return out or None
 
     def write(self, snap: tuple[int, bytes] | None) -> None:
-        """Write a snapshot unless a newer one is already on disk. Never raises: the alarms
-        are in the outbox; a lost state write at worst repeats a timer after a restart."""
+        """Standalone: write a snapshot unless a newer one is already on disk. A failed write
+        is logged, not raised: the alarms are in the outbox; a lost state write at worst
+        repeats a timer after a restart."""
         if snap is None or snap[0] <= self._written:
             return
+        if self.db is not None:
+            # In the database the state goes only with a decision (`changes`), never alone.
+            raise TypeError("a database-backed rule state is committed with its decision")
         try:
-            if self.db is not None:
-                parts = {k: _dump(v) for k, v in split(json.loads(snap[1])).items()}
-                with self.db.transaction() as db:
-                    db_store.write_rule_state(db, {db_store.FULL: None, **parts})
-                self._parts, self._rebuild = parts, False
-            else:
-                self._write(snap[1])
-        except (OSError, sqlite3.Error) as e:
+            self._write(snap[1])
+        except OSError as e:
             log.error("cannot save rule state to %s: %s", self.path, e)
             return
         self._written = snap[0]

@@ -577,7 +577,7 @@ def test_a_file_the_running_hub_found_damaged_is_set_aside_even_if_quick_check_p
     path = tmp_path / DB_NAME
     Database(path).close()
     db = Database(path)
-    db.found_damaged(sqlite3.DatabaseError("database disk image is malformed"))
+    db.found_damaged("database disk image is malformed")
     db.close()
     again = Database(path)
     assert [p.type for p in again.problems] == ["store_damaged"]
