@@ -150,9 +150,25 @@ class _Client(mqtt.Client):
         self.message_filters: list[tuple[str, Any]] = []
         self.suppress_exceptions = True  # second line of defence behind `guarded`
 
+        # Told after each read of the socket (all the packets it held): the link hands the
+        # PUBACKs of one read to the event loop together. Woken per PUBACK, the event loop
+        # took the interpreter from paho's thread at every recv and published a few
+        # messages per wake-up (tools/bench/link.py).
+        self.after_read: Callable[[], None] | None = None
+        self.reading = False
+
     def message_callback_add(self, sub: str, callback: Any) -> None:
         self.message_filters.append((sub, callback))
         super().message_callback_add(sub, callback)
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        self.reading = True
+        try:
+            return super().loop_read(max_packets)
+        finally:
+            self.reading = False
+            if self.after_read is not None:
+                self.after_read()
 
     def reconnect(self) -> MQTTErrorCode:
         try:
@@ -347,6 +363,7 @@ class MqttLink:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
+        c.after_read = self._after_read
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         return c
@@ -468,7 +485,15 @@ class MqttLink:
         # in meanwhile, not one per message (a backlog replay is thousands per second).
         with self._acks_lock:
             self._acks_in.append(ack)
-            if self._acks_scheduled:
+            if self._acks_scheduled or getattr(client, "reading", False):
+                return  # inside a read: handed over when it ends (_after_read)
+            self._acks_scheduled = True
+        self._call(self._drain_acks)
+
+    @guarded
+    def _after_read(self) -> None:
+        with self._acks_lock:
+            if self._acks_scheduled or not self._acks_in:
                 return
             self._acks_scheduled = True
         self._call(self._drain_acks)

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from hub import store
 from hub.rules.outgoing import Outgoing
@@ -90,15 +91,16 @@ class Decision:
         return bool(self.items or self.counters or self.rule_state or self.acks)
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
+    # A tuple, built straight from SQLite's: a replay reads thousands a second, and a
+    # dataclass's __init__ cost more than the query (tools/bench/outbox.py).
     seq: int
     msg_id: str
     kind: str
     topic: str
     payload: bytes
     priority: int
-    receipt: bool = True
+    receipt: int = 1  # 1: the receiver confirms it with a receipt (SQLite's boolean)
     attempts: int = 0
 
 
@@ -118,8 +120,15 @@ class OutboxStats:
 _COLS = "seq, msg_id, kind, topic, payload, priority, receipt, attempts"
 
 
-def _row(r: tuple[int, str, str, str, bytes, int, int, int]) -> Row:
-    return Row(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], bool(r[6]), r[7])
+def runs(seqs: list[int]) -> list[tuple[int, int]]:
+    """The seqs as runs of consecutive numbers: (first, last) each, ascending."""
+    out: list[tuple[int, int]] = []
+    for s in sorted(set(seqs)):
+        if out and s == out[-1][1] + 1:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return out
 
 
 def _intact(r: tuple[object, ...]) -> bool:
@@ -391,8 +400,10 @@ class Outbox:
                 f"SELECT {_COLS} FROM outbox WHERE {where} ORDER BY priority, seq LIMIT ?",
                 (*args, limit + len(exclude)),
             )
-            rows = [_row(r) for r in cur.fetchall()]
-        return [r for r in rows if r.seq not in exclude][:limit]
+            rows = cur.fetchall()
+        if exclude:
+            rows = [r for r in rows if r[0] not in exclude]
+        return list(map(Row._make, rows[:limit]))
 
     def settle(self, delete: list[int], wait: list[tuple[int, float]]) -> None:
         """After PUBACKs: delete rows that are done, push the others' next try into the
@@ -401,11 +412,13 @@ class Outbox:
         if not delete and not wait:
             return
         with self.store.transaction(durable=False) as db:
-            for chunk in store.chunks(delete):
-                cur = db.execute(
-                    f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})"
-                    " RETURNING size", chunk)
-                self._used -= sum(s for (s,) in cur.fetchall())
+            # Done telemetry comes in runs of consecutive rows (a replay): a run is two
+            # statements, not a variable and a returned row per message.
+            for lo, hi in runs(delete):
+                (freed,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox"
+                                      " WHERE seq BETWEEN ? AND ?", (lo, hi)).fetchone()
+                db.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (lo, hi))
+                self._used -= freed
             db.executemany(
                 "UPDATE outbox SET next_try = ?, attempts = attempts + 1 WHERE seq = ?",
                 [(t, s) for s, t in wait],
@@ -431,7 +444,7 @@ class Outbox:
                     f"DELETE FROM outbox WHERE msg_id IN ({marks}) RETURNING {_COLS}, size",
                     chunk)
                 for r in cur.fetchall():
-                    rows.append(_row(r[:8]))
+                    rows.append(Row._make(r[:8]))
                     self._used -= r[8]
             store.mark_delivered(db, [r.msg_id for r in rows])
         rows.sort(key=lambda r: r.seq)

@@ -8,6 +8,7 @@ import json
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -307,5 +308,45 @@ def test_an_alarm_raised_during_an_outage_cuts_the_idle_reconnect_wait_short(
             await link.stop()
             ob.close()
             broker.close()
+
+    asyncio.run(main())
+
+
+def test_the_pubacks_of_one_read_reach_the_event_loop_together(workdir: Path) -> None:
+    """A backlog streams with paho's reads, not against them: each read of the socket
+    hands its PUBACKs to the event loop once. Woken per PUBACK, the event loop took the
+    interpreter from paho's thread at every recv and refilled the window a few messages
+    at a time (a replay ran at 0.8x paho fed from memory; tools/bench/link.py)."""
+    n = 3000
+
+    async def main() -> None:
+        with Mosquitto(workdir / "broker") as broker:
+            ob = Outbox(workdir / "outbox.sqlite", reserve_bytes=0)
+            ob.append_many([(mqtt_schema.topic(SITE, "status"), outgoing("status", f"s{i}"))
+                            for i in range(n)], 0.0)
+            settings = config.MqttSettings(port=broker.port, window=100, heartbeat_s=3600)
+            link = MqttLink(settings, "hub-r", ob, mqtt_schema.topic(SITE, "hub"), site=SITE)
+            reads, handovers = [0], [0]
+            read, drain = link.client.loop_read, link._drain_acks
+
+            def counting_read(max_packets: int = 1) -> Any:
+                reads[0] += 1
+                return read(max_packets)
+
+            def counting_drain() -> None:
+                handovers[0] += 1
+                drain()
+
+            link.client.loop_read = counting_read  # type: ignore[method-assign]
+            link._drain_acks = counting_drain  # type: ignore[method-assign]
+            link.start()
+            try:
+                await until(lambda: link.delivered >= n, timeout=60, what="backlog out")
+                await until(lambda: ob.depth() == 0, what="written back")
+            finally:
+                await link.stop()
+                ob.close()
+            assert handovers[0] <= reads[0], (handovers[0], reads[0])
+            assert reads[0] < n / 4  # paho read many PUBACKs per recv: the hand-over batches
 
     asyncio.run(main())

@@ -12,6 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hub.delivery.outbox import GroupCommitter, Outbox, OutboxWriteError, is_disk_full
 from hub.rules.outgoing import Outgoing
@@ -334,3 +336,32 @@ def test_the_next_rows_are_read_while_a_write_back_holds_the_database(tmp_path: 
         t.join()
     assert ob.next_batch(10, set()) == []
     ob.close()
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["status", "alarm"]), st.integers(0, 40)),
+                min_size=1, max_size=60),
+       st.data())
+def test_write_back_deletes_exactly_the_done_rows_and_keeps_the_byte_count(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[str, int]], data: st.DataObject,
+) -> None:
+    """Done rows are deleted as runs of consecutive seqs: never a row between two runs,
+    and the budget's byte count stays what the file holds."""
+    path = tmp_path_factory.mktemp("o") / "o.sqlite"
+    ob = Outbox(path, reserve_bytes=0)
+    try:
+        ob.append_many([msg(k, f"{k}-{i}", pad=pad) for i, (k, pad) in enumerate(rows)], 0.0)
+        stored = ob.next_batch(len(rows), set())
+        done = data.draw(st.lists(st.sampled_from([r.seq for r in stored]), unique=True))
+        ob.settle(done, [])
+        left = {r.seq for r in ob.next_batch(len(rows), set())}
+        assert left == {r.seq for r in stored} - set(done)
+        used = ob.stats().used_bytes
+    finally:
+        ob.close()
+    again = Outbox(path, reserve_bytes=0)  # counts the bytes from the file
+    try:
+        assert again.stats().used_bytes == used
+    finally:
+        again.close()
