@@ -485,7 +485,7 @@ class MqttLink:
         # in meanwhile, not one per message (a backlog replay is thousands per second).
         with self._acks_lock:
             self._acks_in.append(ack)
-            if self._acks_scheduled or getattr(client, "reading", False):
+            if self._acks_scheduled or self.client.reading:
                 return  # inside a read: handed over when it ends (_after_read)
             self._acks_scheduled = True
         self._call(self._drain_acks)

