@@ -35,6 +35,27 @@ from protocols import mqtt_schema, scaip
 log = logging.getLogger(__name__)
 
 
+def chaos_hook() -> Callable[[str], None] | None:
+    """tests/test_chaos.py's hold on a hub process it starts (None in production, where
+    neither variable is set). TRYGGHEIM_TEST_SLOW_COMMIT_S: each commit is held that long
+    before and after, so kills land in the windows around it. TRYGGHEIM_TEST_DAMAGE_TRIGGER:
+    when that file appears, the next commit fails as SQLite fails on a damaged file (the
+    file is removed: once), so damage found while the hub runs is counted from the press."""
+    slow = float(os.environ.get("TRYGGHEIM_TEST_SLOW_COMMIT_S") or 0)
+    trigger = os.environ.get("TRYGGHEIM_TEST_DAMAGE_TRIGGER")
+    if not slow and not trigger:
+        return None
+
+    def hook(where: str) -> None:
+        if slow:
+            time.sleep(slow)
+        if trigger and where == "before_commit" and os.path.exists(trigger):
+            os.unlink(trigger)
+            raise sqlite3.DatabaseError("database disk image is malformed (test trigger)")
+
+    return hook
+
+
 def make_scanner(cfg: HubConfig, clock: Clock) -> Scanner:
     if cfg.radio_kind == "virtual":
         from hub.radio.virtual import VirtualRadio
@@ -83,9 +104,7 @@ class Hub:
         self.capture = CaptureWriter(capture) if capture is not None else None
         self.clock_watch = ClockWatch(self.clock)  # steps and sync status (docs/ADMIN.md)
         self.committer = GroupCommitter(self.outbox, self.clock.now, self._store_problem)
-        slow = os.environ.get("TRYGGHEIM_TEST_SLOW_COMMIT_S")
-        if slow:  # tests/test_chaos.py: wide windows around each commit, for kills to hit
-            self.committer.hook = lambda where, s=float(slow): time.sleep(s)
+        self.committer.hook = chaos_hook()
         self.link = MqttLink(
             receipt_key.ensure(cfg.mqtt, cfg.data_dir), cfg.hub_id, self.outbox,
             mqtt_schema.topic(cfg.site, "hub"),

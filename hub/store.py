@@ -51,7 +51,8 @@ WAL_PAGES = 1000
 WAL_LIMIT = 5 << 20
 IDLE_CHECKPOINT_AFTER = 150  # transactions (~750 pages) since the last checkpoint
 
-# Tables other than the outbox itself (hub/delivery/outbox.py creates that one). The acks table keeps
+# Tables other than the outbox itself (hub/delivery/outbox.py creates that one). The acks
+# table keeps
 # alarms the device was told "received" for, until "help is coming" has reached it
 # (delivered = 1: the receipt came back, the device still has to hear it).
 SCHEMA = """
@@ -416,7 +417,7 @@ def open_db(target: str | Path | Database) -> Database:
     return target if isinstance(target, Database) else Database(target)
 
 
-# -- writes inside a caller's transaction (hub/delivery/outbox.py Outbox.commit / confirm) -------------
+# -- writes inside a caller's transaction (hub/delivery/outbox.py Outbox.commit / confirm) --
 AckRow = tuple[str, str, int, "bytes | None"]  # (msg id, device id, advert counter, advert)
 MAX_ACK_ROWS = 1000  # alarms remembered for "help is coming"; the oldest go beyond this
 

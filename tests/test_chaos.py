@@ -14,6 +14,11 @@ random instant, one fault strikes:
   disk_full       the hub's filesystem is filled to the last byte while the pendants press
                   (a tmpfs; needs root, else this fault is left out)
   damaged_store   hub SIGKILL, then garbage written into its database, then restart
+  damage_found    the hub finds its database damaged while it runs: the next commit fails as
+                  SQLite fails on a damaged file (TRYGGHEIM_TEST_DAMAGE_TRIGGER; garbage
+                  written under a running hub never reached SQLite in 90 trials, the pages
+                  live in its cache and WAL), the hub stops, is started again as systemd
+                  would, and sets the file aside
   poison_receipt  a 100 kB nested-JSON receipt on the hub's receipt topic
   forged_receipt  another client receipts the pending alarms without the site's receipt key
                   while the centre is away
@@ -25,9 +30,9 @@ more than one alarm at the centre; re-deliveries of one id are de-duplicated the
 and stuck (pendants whose last press never showed "help is coming"). The goal is lost = 0 and
 stuck = 0, and duplicated = 0: after its database was damaged beyond salvage the hub cannot
 tell a pendant's repeat of a delivered press from a new one, but the alarm takes the advert's
-id (hub/decode/decoder.py advert_id), so the centre sees the same id twice and drops one (before that,
-1,000 trials gave duplicated=9). `make test` runs a short
-run; `make soak` 1,000 trials (`-m slow`). CHAOS_TRIALS / CHAOS_SEED / CHAOS_FAULTS override.
+id (hub/decode/decoder.py advert_id), so the centre sees the same id twice and drops one
+(before that, 1,000 trials gave duplicated=9). `make test` runs a short run; `make soak`
+1,000 trials (`-m slow`). CHAOS_TRIALS / CHAOS_SEED / CHAOS_FAULTS override.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from tools.sim.vboard import Air
 pytestmark = requires_mosquitto
 
 FAULTS = ("hub_kill", "broker_kill", "centre_restart", "disk_full", "damaged_store",
-          "poison_receipt", "forged_receipt", "none")
+          "damage_found", "poison_receipt", "forged_receipt", "none")
 BURST_S = 0.05  # advert interval while waiting for "received"
 REASK_S = 1.0  # after "received": the device asks again this often until "help is coming"
 PRESS_TIMEOUT_S = 25.0
@@ -133,7 +138,8 @@ def _fill(path: Path) -> None:
 
 
 class Chaos:
-    def __init__(self, workdir: Path, seed: int, pendants: int = 4) -> None:
+    def __init__(self, workdir: Path, seed: int, pendants: int = 4,
+                 kinds: tuple[str, ...] | None = None) -> None:
         open_for_broker(workdir)
         self.dir = workdir
         self.rng = random.Random(seed)
@@ -148,7 +154,9 @@ class Chaos:
         self.cfg = self._config()
         self.air = Air(workdir / "air.sock")
         # CHAOS_FAULTS=hub_kill,none: only these kinds (to chase one problem)
-        self.kinds = tuple(os.environ.get("CHAOS_FAULTS", ",".join(FAULTS)).split(","))
+        self.kinds = kinds or tuple(os.environ.get("CHAOS_FAULTS", ",".join(FAULTS)).split(","))
+        self.trigger = workdir / "damage.trigger"  # damage_found: see chaos_hook
+        self.damage_stops = 0  # hub runs that stopped by themselves on damage
         self.faults: dict[str, int] = {f: 0 for f in self.kinds}
         self.hub_log = workdir / "hub.log"
         try:
@@ -176,6 +184,7 @@ class Chaos:
     def _start_hub(self) -> subprocess.Popen[bytes]:
         runs = self.hub_log.read_text().count("running for site") if self.hub_log.exists() else 0
         os.environ["TRYGGHEIM_TEST_SLOW_COMMIT_S"] = "0.02"
+        os.environ["TRYGGHEIM_TEST_DAMAGE_TRIGGER"] = str(self.trigger)
         try:
             # This interpreter, not whatever `tryggheim` is first on PATH.
             with open(self.hub_log, "ab") as log:
@@ -185,6 +194,7 @@ class Chaos:
                     stdout=log, stderr=log)
         finally:
             del os.environ["TRYGGHEIM_TEST_SLOW_COMMIT_S"]
+            del os.environ["TRYGGHEIM_TEST_DAMAGE_TRIGGER"]
         try:
             self._wait(lambda: self.hub_log.read_text().count("running for site") > runs
                        or proc.poll() is not None, 60, "hub running")
@@ -253,6 +263,8 @@ class Chaos:
             self.centre.stop()  # away: nobody real confirms these alarms
         if fault == "disk_full":
             _fill(self.filler)
+        if fault == "damage_found":
+            self.trigger.touch()  # the press's commit finds the damage
         now = time.monotonic()
         for p in pressing:
             p.press(now)
@@ -266,6 +278,12 @@ class Chaos:
             with open(self.data / DB_NAME, "r+b") as f:
                 f.seek(self.rng.randint(0, 4096))
                 f.write(os.urandom(self.rng.randint(16, 4096)))
+            self.hub = self._start_hub()
+        elif fault == "damage_found":
+            self._wait(lambda: self.hub.poll() is not None, PRESS_TIMEOUT_S,
+                       "the hub stops on damage")
+            if self.hub.returncode != 0:  # systemd restarts a hub that failed
+                self.damage_stops += 1
             self.hub = self._start_hub()
         elif fault == "broker_kill":
             self._run_for(self.rng.uniform(0, 0.3))  # published and PUBACKed, most likely
@@ -334,8 +352,9 @@ class Chaos:
             subprocess.run(["umount", "-l", str(self.data)], check=False)
 
 
-def run_chaos(workdir: Path, trials: int, seed: int) -> dict[str, int]:
-    chaos = Chaos(workdir, seed)
+def run_chaos(workdir: Path, trials: int, seed: int,
+              kinds: tuple[str, ...] | None = None) -> dict[str, int]:
+    chaos = Chaos(workdir, seed, kinds=kinds)
     try:
         for _ in range(trials):
             chaos.trial()
@@ -343,8 +362,10 @@ def run_chaos(workdir: Path, trials: int, seed: int) -> dict[str, int]:
     finally:
         chaos.close()
     print("\n" + " ".join(f"{k}={v}" for k, v in result.items()))
-    print(f"chaos: trials={trials} seed={seed} faults={json.dumps(chaos.faults)}")
-    return result
+    print(f"chaos: trials={trials} seed={seed} faults={json.dumps(chaos.faults)}"
+          f" damage_stops={chaos.damage_stops}")
+    return {**result, "damage_stops": chaos.damage_stops,
+            "damage_found": chaos.faults.get("damage_found", 0)}
 
 
 def _seed() -> int:
@@ -355,6 +376,20 @@ def test_chaos_counted_from_the_press(tmp_path: Path, capsys: pytest.CaptureFixt
     with capsys.disabled():
         r = run_chaos(tmp_path, int(os.environ.get("CHAOS_TRIALS", 8)), _seed())
     assert r["presses"] > 0 and r["lost"] == 0 and r["stuck"] == 0 and r["duplicated"] == 0, r
+
+
+def test_damage_found_while_running_counted_from_the_press(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The hub that finds its database damaged while it runs stops; started again, it sets
+    the file aside (hub/store.py found_damaged), and every press still reaches the centre
+    once, with "help is coming" on the pendant."""
+    with capsys.disabled():
+        r = run_chaos(tmp_path, 3, _seed(), kinds=("damage_found",))
+    assert r["damage_found"] == 3 and r["damage_stops"] == 3, r
+    assert r["presses"] > 0 and r["lost"] == 0 and r["stuck"] == 0 and r["duplicated"] == 0, r
+    log = (tmp_path / "hub.log").read_text()
+    assert log.count("(found damaged while running:") == 3  # each next start set it aside
 
 
 @pytest.mark.slow

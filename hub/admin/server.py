@@ -344,7 +344,8 @@ class Admin:
         return {"changed": True, "diff": change, "cleared": [o.msg_id for o in outs]}
 
     def remote_command(self, cmd: dict[str, Any]) -> None:
-        """A command from the response centre (hub/delivery/commands.py): allowed per site, audited."""
+        """A command from the response centre (hub/delivery/commands.py): allowed per site,
+        audited."""
         now = self.hub.clock.now()
         by = str(cmd.get("by") or "")[:60]
         who = Who(None, f"response centre{': ' + by if by else ''}", None, via="mqtt")

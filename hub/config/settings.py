@@ -397,7 +397,8 @@ def load(path: str | Path) -> HubConfig:
 
 
 def _device_model(r: _Reader, d: dict[str, Any], where: str, role: str | None) -> str:
-    """[[device]] model: an off-the-shelf sensor (hub/config/models.py), which must play its role."""
+    """[[device]] model: an off-the-shelf sensor (hub/config/models.py), which must play its
+    role."""
     model = r.get(d, where, "model", str, "")
     if not model:
         return ""

@@ -120,14 +120,29 @@ class AdvertDecoder:
             log.exception("decoder error on advert from %s", advert.mac)
             return None
 
-    def _drop(self, device: Device | None, reason: str, detail: str = "") -> None:
+    def _count(self, device: Device | None, reason: str) -> int:
+        """Count one advert of this kind; how many this device has had so far."""
         self.stats[reason] += 1
-        name = device.id if device is not None else "?"
-        n = self.device_stats[(name, reason)] = self.device_stats[(name, reason)] + 1
+        k = (device.id if device is not None else "?", reason)
+        n = self.device_stats[k] = self.device_stats[k] + 1
+        return n
+
+    def _drop(self, device: Device | None, reason: str, detail: str = "") -> None:
+        n = self._count(device, reason)
         # Warn on the 1st, 10th, 100th, ... of a kind per device: visible, but a flood of
         # forged adverts cannot flood the log.
         if reason not in ("repeat", "unknown_device") and _power_of_ten(n):
-            log.warning("dropped advert from %s: %s (%d so far) %s", name, reason, n, detail)
+            log.warning("dropped advert from %s: %s (%d so far) %s",
+                        device.id if device is not None else "?", reason, n, detail)
+
+    def _accepted(self, peer: _Peer, counter: int, svc: bytes) -> None:
+        """An authentic new advert: its counter is the one to beat, and the device's
+        failures and alert start over."""
+        self.counters.accept(peer.device.id, counter)
+        peer.last_frame = svc
+        peer.auth_failures = 0
+        peer.alerted = False
+        self.stats["accepted"] += 1
 
     def _auth_failed(self, peer: _Peer, reason: str) -> None:
         peer.auth_failures += 1
@@ -184,7 +199,7 @@ class AdvertDecoder:
         replay rules as our own devices, Shelly's objects, packet id and button semantics."""
         device = peer.device
         svc = advert.service_data
-        if peer.aead is None:  # hub/config/keys.py gives every device its key; a unit test may not
+        if peer.aead is None:  # hub/config/keys.py gives every device its key; tests may not
             self._drop(device, "malformed", "a Shelly device needs its bindkey")
             return None
         opened = self._open(peer, svc, "a Shelly with a bindkey")
@@ -194,16 +209,11 @@ class AdvertDecoder:
         objects, stopped = shelly.parse_objects(pt)
         if stopped is not None:
             # Counted and logged, not dropped: it is authentic, and what came before is sound.
-            self.stats["shelly_unknown_object"] += 1
-            k = (device.id, "shelly_unknown_object")
-            n = self.device_stats[k] = self.device_stats[k] + 1
+            n = self._count(device, "shelly_unknown_object")
             if _power_of_ten(n):
-                log.warning("advert from %s: object 0x%02x unknown or truncated; used the objects"
-                            " before it (%d so far)", device.id, stopped, n)
-        self.counters.accept(device.id, counter)
-        peer.last_frame = svc
-        peer.auth_failures = 0
-        peer.alerted = False
+                log.warning("advert from %s: object 0x%02x unknown or truncated; used the"
+                            " objects before it (%d so far)", device.id, stopped, n)
+        self._accepted(peer, counter, svc)
         values = shelly.values_for(device.role, objects)
         trigger = bool(svc[0] & bthome.INFO_TRIGGER)
         packet_id = values.get("packet_id")
@@ -215,7 +225,6 @@ class AdvertDecoder:
             values.pop("button_event", None)
             trigger = False
         peer.last_packet = packet_id
-        self.stats["accepted"] += 1
         return Report(device, advert.received_at, advert.rssi, values, packet_id, counter,
                       trigger, advert_id(peer.mac6, svc))
 
@@ -242,12 +251,8 @@ class AdvertDecoder:
         except bthome.DecodeError as e:
             self._drop(device, "malformed", str(e))
             return None
-        self.counters.accept(device.id, counter)
-        peer.last_frame = svc
-        peer.auth_failures = 0
-        peer.alerted = False
+        self._accepted(peer, counter, svc)
         values = _values(objects)
-        self.stats["accepted"] += 1
         return Report(
             device, advert.received_at, advert.rssi, values, values.get("packet_id"), counter,
             bool(svc[0] & bthome.INFO_TRIGGER), advert_id(peer.mac6, svc),

@@ -1,7 +1,7 @@
 """Home Assistant MQTT discovery, for homes where the family runs it ([home_assistant]).
 
-Off by default (hub/config/home_assistant.py). When on, the hub keeps, on the family's broker and over
-its own connection (never the response centre's):
+Off by default (hub/config/home_assistant.py). When on, the hub keeps, on the family's broker
+and over its own connection (never the response centre's):
 
 - one retained discovery config per entity the section allows
   (`<prefix>/<component>/tryggheim_<site>/<device>_<entity>/config`): door (binary_sensor,

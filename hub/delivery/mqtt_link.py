@@ -67,8 +67,6 @@ ENVELOPE_FIELDS = frozenset(
 SESSION_EXPIRY_S = 7 * 24 * 3600
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 30.0
-# Receipt ids confirmed per SQL statement (SQLite allows a limited number of variables).
-CONFIRM_BATCH = 500
 WATCHDOG_S = 1.0
 # A receiver that confirms and has sent no receipt for this long, with copies waiting:
 # technical alarm (times receipt_timeout_s, at least RECEIVER_SILENT_MIN_S).
@@ -847,11 +845,8 @@ class MqttLink:
                     self._make_due = True
                     raise
             while self._receipts:
-                receiver, ids = self._receipts[0]
-                # In batches: SQLite takes a limited number of variables per statement.
-                for i in range(0, len(ids), CONFIRM_BATCH):
-                    rows += await asyncio.to_thread(self.outbox.confirm,
-                                                    ids[i:i + CONFIRM_BATCH])
+                _, ids = self._receipts[0]
+                rows += await asyncio.to_thread(self.outbox.confirm, ids)  # (SQL in chunks)
                 n_ids += len(ids)
                 self._receipts.pop(0)
         except Exception as e:

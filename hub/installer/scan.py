@@ -33,7 +33,8 @@ class Seen:
     rssi_sum: int = 0
     rssi_min: int = 0
     adverts: int = 0
-    last: dict[str, Any] = field(default_factory=dict)  # hub.decode.decoder.inspect() of the last advert
+    # hub.decode.decoder.inspect() of the last advert
+    last: dict[str, Any] = field(default_factory=dict)
     decrypt_failures: int = 0
 
 

@@ -1,5 +1,5 @@
-"""The Debian package's parts, checked without installing anything (tests/packaging/test_deb.py installs
-the package, as root): the unit's hardening score and watchdog, the sudoers syntax, the sample
+"""The Debian package's parts, checked without installing anything
+(tests/packaging/test_deb.py installs the package, as root): the unit's hardening score and watchdog, the sudoers syntax, the sample
 config, and the lock file against pyproject.toml."""
 
 from __future__ import annotations

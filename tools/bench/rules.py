@@ -1,7 +1,7 @@
 """Rule engine cost on a hub: one advert through the rules, one tick (the hub ticks every
 second), the rule-state parts a decision commits (against the whole snapshot each decision
-wrote before), one standalone state snapshot saved, for a typical home (6 devices, bed exit, wandering,
-inactivity) against a baseline engine with no devices and no care rules, same process."""
+wrote before), one standalone state snapshot saved, for a typical home (6 devices, bed exit,
+wandering, inactivity) against a baseline engine with no devices and no care rules, same process."""
 
 from __future__ import annotations
 

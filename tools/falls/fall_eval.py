@@ -47,9 +47,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import product
+from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "firmware"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "firmware"))
 from fall_detector import DEFAULTS, FallDetector  # noqa: E402
 
 SRC_RATE_HZ = 200

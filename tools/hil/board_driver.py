@@ -1,8 +1,8 @@
 # Hardware-in-the-loop driver for the simulated serial board (tools/sim/rawrepl_board.py), started
 # by tools/hil/serial_board.py through the raw REPL. It emulates time, sleep and wake, so it is no
 # test of a real board's: a real ESP32 is tested on the HIL fixture instead
-# (FixtureBoard in tools/hil/serial_board.py, hardware/hil_fixture.md), where nothing is emulated; on a
-# real board this driver runs only when asked for (HIL_EMULATE=1, a bench without fixture).
+# (FixtureBoard in tools/hil/serial_board.py, hardware/hil_fixture.md), where nothing is
+# emulated; on a real board this driver runs only when asked for (HIL_EMULATE=1, a bench without fixture).
 #
 # It wraps the board layer so the unchanged firmware (main.py and the role apps) runs with the
 # board's own radio, AES, RTC memory, flash and sensors, while the test host drives what a test

@@ -693,7 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hub-config", help="the hub's config file (on the hub with --hub; "
                    f"default there {DEFAULT_HUB_CONFIG})")
     p.add_argument("--hub-command", default=DEFAULT_HUB_COMMAND,
-                   help=f"how to run hub.installer.provision on the hub (default: {DEFAULT_HUB_COMMAND})")
+                   help="how to run hub.installer.provision on the hub"
+                        f" (default: {DEFAULT_HUB_COMMAND})")
     p.add_argument("--room", default="")
     p.add_argument("--rotate-key", action="store_true", help="issue a new key even on re-flash")
     p.add_argument("--heartbeat-s", type=int)

@@ -547,7 +547,8 @@ def _cryptolib_module() -> types.ModuleType:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools.sim.rawrepl_board", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.sim.rawrepl_board",
+                                description=__doc__.splitlines()[0])
     p.add_argument("flash", type=Path, help="host directory that is the board's filesystem")
     p.add_argument("--mac", default="24:0A:C4:00:00:01")
     p.add_argument("--chip", default="ESP32")

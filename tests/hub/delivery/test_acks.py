@@ -1,8 +1,8 @@
 """Acknowledgements to the resident's device: what is sent, when, and what it never holds up.
 
 The radio here is a recorder standing in for `Scanner.transmit` (the GATT write itself is
-tested through bleak in tests/hub/radio/test_bleak.py and end to end in test_acks_bleak.py); the frames
-are checked with protocols/ack.py's decoder, as the device checks them."""
+tested through bleak in tests/hub/radio/test_bleak.py and end to end in test_acks_bleak.py);
+the frames are checked with protocols/ack.py's decoder, as the device checks them."""
 
 from __future__ import annotations
 

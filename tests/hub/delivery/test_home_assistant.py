@@ -1,9 +1,9 @@
-"""Home Assistant discovery ([home_assistant], hub/delivery/home_assistant.py) against real Mosquitto
-brokers: the family's broker (Home Assistant's) and, separately, the response centre's.
+"""Home Assistant discovery ([home_assistant], hub/delivery/home_assistant.py) against real
+Mosquitto brokers: the family's broker (Home Assistant's) and, separately, the response centre's.
 
 Every discovery config the hub leaves on the family's broker validates against the schema
-written from Home Assistant's documentation (tests/hub/delivery/ha_discovery_schema.py); states follow
-the devices; a silent device becomes unavailable; configs come back on Home Assistant's
+written from Home Assistant's documentation (tests/hub/delivery/ha_discovery_schema.py);
+states follow the devices; a silent device becomes unavailable; configs come back on Home Assistant's
 birth message and go away when a device is removed; only what the section allows is there.
 """
 

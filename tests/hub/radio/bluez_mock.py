@@ -1,8 +1,8 @@
 """A mock BlueZ on a private system bus, for driving the real bleak BlueZ backend in tests.
 
 `dbus-daemon` runs on a private socket with an allow-everything policy (dbusmock's PrivateDBus),
-python-dbusmock serves BlueZ on it from tests/hub/radio/bluez_template.py, and DBUS_SYSTEM_BUS_ADDRESS
-points at it while the mock runs (bleak reads it when it connects). The test talks to the mock
+python-dbusmock serves BlueZ on it from tests/hub/radio/bluez_template.py, and
+DBUS_SYSTEM_BUS_ADDRESS points at it while the mock runs (bleak reads it when it connects). The test talks to the mock
 through dbus-python; bleak and the hub never know the difference. No hardware, no root.
 """
 

@@ -1,7 +1,7 @@
 """python-dbusmock template: BlueZ 5 plus a radio medium, stalls and injected faults.
 
-Loaded by dbusmock in its own process (tests/hub/radio/bluez_mock.py starts it). It extends dbusmock's
-`bluez5` template with what the hub's tests need and the stock template lacks:
+Loaded by dbusmock in its own process (tests/hub/radio/bluez_mock.py starts it). It extends
+dbusmock's `bluez5` template with what the hub's tests need and the stock template lacks:
 
 - a medium (`org.tryggheim.TestAir.Advertise`): an advert reaches BlueZ's D-Bus objects only
   while the adapter exists, is powered and scans (a discovery session or an advertisement

@@ -1,8 +1,8 @@
 """The bleak scanner through the real bleak BlueZ backend, against a mock BlueZ on a private bus.
 
 What is real: bleak 3.x and its D-Bus traffic (dbus-fast), the D-Bus daemon, the hub's radio
-and watchdog code. What stands in for the missing radio: tests/hub/radio/bluez_template.py, which only
-lets an advert through while the adapter is really scanning, so a scan that is not restarted
+and watchdog code. What stands in for the missing radio: tests/hub/radio/bluez_template.py,
+which only lets an advert through while the adapter is really scanning, so a scan that is not restarted
 after a fault stays deaf here as it would on a Pi.
 """
 

@@ -1,5 +1,5 @@
-"""`make flash` against a simulated ESP32 on a pseudo-terminal (tools/sim/rawrepl_board.py): the real
-mpremote and esptool code paths, the files that land on the board, the registration, and a
+"""`make flash` against a simulated ESP32 on a pseudo-terminal (tools/sim/rawrepl_board.py):
+the real mpremote and esptool code paths, the files that land on the board, the registration, and a
 clear message for each common mistake with nothing half-registered.
 
 esptool's bootloader protocol is not simulated: where a test needs a flash that succeeds, a
